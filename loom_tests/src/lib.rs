@@ -1,0 +1,1 @@
+//! loom models live in `tests/`; build them with `--cfg zbmd_loom` (`make loom`).

@@ -1,0 +1,27 @@
+//! Bounded lock-free queues and parking: the paths every message and every
+//! scheduling decision in zbmd passes through.
+//!
+//! | module | shape | algorithm | used for |
+//! |---|---|---|---|
+//! | [`spsc`] | one producer, one consumer | Lamport ring with cached indices (Seastar, rigtorp) | shard-to-shard traffic |
+//! | [`mpsc`] | many producers, one consumer, two lanes | Vyukov per-slot sequences, single-consumer pop | actor mailboxes |
+//! | [`mpmc`] | many producers, many consumers | Vyukov's bounded MPMC queue | global overflow, blocking hand-off |
+//! | [`deque`] | one owner, many thieves | Chase–Lev, bounded, with a steal claim | runnable actors, work stealing |
+//! | [`park`] | one sleeper, many wakers | futex (Linux) state machine | idle shards |
+//!
+//! Every queue is bounded, with its capacity fixed at construction
+//! ([`CapacityError`] for a bad one), allocates nothing after construction,
+//! and answers a push into a full queue with [`Full`], which hands the value
+//! back. All primitives come from one loom facade, so `loom_tests/` checks
+//! the exact code that ships.
+
+mod facade;
+
+pub mod deque;
+mod error;
+pub mod mpmc;
+pub mod mpsc;
+pub mod park;
+pub mod spsc;
+
+pub use error::{CAPACITY_MAX, CapacityError, Full};
