@@ -1,0 +1,45 @@
+# zbmd's commands. `make test` is what CI runs (.ci/run) and what the README
+# shows; each other target does what its name says.
+
+CARGO ?= cargo
+# loom builds every crate with --cfg zbmd_loom; a separate target directory
+# keeps those artefacts from evicting the normal ones.
+LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
+           LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
+
+.PHONY: test deps lint fmt unit loom bench doc clean
+
+## test: install what is missing, then lint, unit + integration + doc tests, loom models
+test: deps lint unit loom
+	@echo "make test: all checks passed"
+
+deps:
+	@scripts/install-deps.sh
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## unit: unit, integration (property and stress) and doc tests
+unit:
+	$(CARGO) test --workspace --locked
+
+## loom: the loom models of every lock-free structure, release mode, preemption bound 2
+loom:
+	$(LOOM_ENV) $(CARGO) test -p zbmd-loom-tests --release --locked
+
+## bench: criterion benchmarks against the peers, then the report in bench_results/
+bench:
+	$(CARGO) bench -p zbmd-benches --locked
+	python3 scripts/bench_report.py queues
+
+## doc: API docs, warnings are errors
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+clean:
+	$(CARGO) clean
