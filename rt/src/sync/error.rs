@@ -29,7 +29,9 @@ impl<T> fmt::Debug for Full<T> {
 
 impl<T> fmt::Display for Full<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("queue is full: the value was handed back to the sender; retry later or shed load")
+        f.write_str(
+            "queue is full: the value was handed back to the sender; retry later or shed load",
+        )
     }
 }
 
@@ -61,7 +63,10 @@ pub const CAPACITY_MAX: usize = 1 << 30;
 pub(crate) fn check_capacity(requested: usize) -> Result<usize, CapacityError> {
     match requested {
         0 => Err(CapacityError::Zero),
-        n if n > CAPACITY_MAX => Err(CapacityError::TooLarge { requested: n, max: CAPACITY_MAX }),
+        n if n > CAPACITY_MAX => Err(CapacityError::TooLarge {
+            requested: n,
+            max: CAPACITY_MAX,
+        }),
         n => Ok(n),
     }
 }

@@ -10,16 +10,14 @@
 #[cfg(zbmd_loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(zbmd_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(zbmd_loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};
 
 #[cfg(not(zbmd_loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(zbmd_loom))]
-pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
-};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 /// A cell whose contents are reached only through closures, so that loom can
 /// track every read and write of it (loom's `UnsafeCell` API; under `std` the
