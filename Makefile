@@ -16,17 +16,18 @@ test: deps lint unit loom
 deps:
 	@scripts/install-deps.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy (default features and all of them), warnings are errors
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
-## unit: unit, integration (property and stress) and doc tests
+## unit: unit, integration (property and stress) and doc tests, every feature on
 unit:
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --all-features --locked
 
 ## loom: the loom models of every lock-free structure, release mode, preemption bound 2
 loom:
@@ -39,7 +40,7 @@ bench:
 
 ## doc: API docs, warnings are errors
 doc:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --all-features --no-deps --locked
 
 clean:
 	$(CARGO) clean

@@ -11,6 +11,12 @@ set -euo pipefail
 PACKAGES=(
   make            # the Makefile itself
   python3         # scripts/bench_report.py
+  # zbmd-rt's `hwloc` feature: hwlocality-sys links hwloc statically through
+  # pkg-config, which also pulls -ludev (the link fails without libudev-dev).
+  # Debian 12 ships hwloc 2.9.0, matching the crate's hwloc-2_8_0 feature.
+  libhwloc-dev
+  libudev-dev
+  pkg-config
 )
 
 need_root() {

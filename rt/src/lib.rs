@@ -1,7 +1,28 @@
-//! zbmd-rt: the runtime layer of zbmd.
+//! zbmd-rt: the runtime layer of zbmd — Erlang/OTP's actors on pinned,
+//! thread-per-core shards.
 //!
-//! For now this crate holds the lock-free building blocks every later layer
-//! passes through: see [`sync`].
+//! - [`runtime`]: the [`Runtime`] and its builder; shards, scheduling, work
+//!   stealing, timers, blocking threads, metrics (`docs/runtime.md`).
+//! - [`actor`]: the [`Actor`] trait, [`ActorRef`], links, monitors, asks.
+//! - [`io`]: per-shard file I/O on io_uring, or on threads where io_uring is
+//!   unavailable (`docs/io.md`).
+//! - [`sync`]: the bounded lock-free queues and the parker everything above
+//!   runs on, each verified with loom (`docs/queues.md`).
+//! - [`timer`]: the hierarchical timer wheel each shard owns.
+//! - [`topology`]: machine topology, shard placement, pinning
+//!   (`docs/topology.md`).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod actor;
+pub mod error;
+pub mod io;
+pub mod runtime;
 pub mod sync;
+pub mod timer;
+pub mod topology;
+
+pub use actor::{
+    Actor, ActorError, ActorId, ActorRef, Context, Down, ExitReason, MonitorRef, Pid, ReplyTo,
+};
+pub use error::{AskError, RuntimeError, SendError};
+pub use runtime::{Runtime, RuntimeBuilder, SpawnOptions};

@@ -1,0 +1,491 @@
+//! Addresses: the part of an actor every sender can reach.
+//!
+//! Each actor has a `Shared<M>` (its header and its two-lane mailbox) behind
+//! an `Arc`; [`ActorRef<M>`] and [`Pid`] hold that `Arc`, the shard that runs
+//! the actor holds its private `ActorCell`. A sender pushes into the mailbox
+//! and then *notifies*: the header's scheduling state decides whether this
+//! send is the one that must put the actor on a run queue.
+//!
+//! # The scheduling state machine
+//!
+//! ```text
+//!            notify                 shard picks it          turn ends, mailbox empty
+//!   IDLE ────────────▶ SCHEDULED ────────────────▶ RUNNING ─────────────────────────▶ IDLE
+//!                          ▲                          │ notify                    │
+//!                          │      turn ends           ▼                           │ crash/stop
+//!                          └──────────────────── NOTIFIED                         ▼
+//!                                                                                DEAD
+//! ```
+//!
+//! Only the sender whose compare-and-swap moves IDLE to SCHEDULED enqueues the
+//! actor, so it is on at most one run queue, and only the shard that dequeued
+//! it runs it. A send that lands while the actor runs moves RUNNING to
+//! NOTIFIED, and the shard requeues the actor instead of idling it. All
+//! transitions are read-modify-writes of one atomic, so they are totally
+//! ordered: a send either sees IDLE (and schedules) or makes the shard's
+//! RUNNING→IDLE exchange fail (and the shard requeues). No wake-up is lost.
+
+use std::any::Any;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use super::cell::Runnable;
+use super::{ActorId, Down, ExitReason, MonitorRef};
+use crate::error::SendError;
+use crate::runtime::Scheduler;
+use crate::sync::mpsc::{Envelope, Mailbox};
+
+pub(crate) const IDLE: u8 = 0;
+pub(crate) const SCHEDULED: u8 = 1;
+pub(crate) const RUNNING: u8 = 2;
+pub(crate) const NOTIFIED: u8 = 3;
+pub(crate) const DEAD: u8 = 4;
+
+/// What travels in the system lane: signals that user traffic cannot block.
+pub(crate) enum Signal<M> {
+    /// A runtime signal (links, exits, monitors, start).
+    Sys(SysSignal),
+    /// The reply to an ask (or its timeout), already mapped to the asker's
+    /// message type.
+    Reply(M),
+}
+
+/// Signals between actors and from the runtime, as OTP defines them.
+pub(crate) enum SysSignal {
+    /// Run the `started` hook.
+    Start,
+    /// `from` linked itself to the receiver.
+    Link(Pid),
+    /// `from` removed its link.
+    Unlink(ActorId),
+    /// An exit signal. `direct` is true for [`Context::exit`](super::Context::exit)
+    /// (where `kill` is untrappable) and false when it comes through a link.
+    Exit {
+        from: ActorId,
+        reason: ExitReason,
+        direct: bool,
+    },
+    /// `watcher` monitors the receiver.
+    Monitor { watcher: Pid, monitor: MonitorRef },
+    /// The watcher removed this monitor.
+    Demonitor(MonitorRef),
+    /// A monitored actor went down.
+    Down(Down),
+    /// The runtime stops the actor (shutdown): not trappable, but its
+    /// `stopping` hook runs.
+    Stop(ExitReason),
+}
+
+/// A pointer to an actor's private cell, as it travels through run queues.
+///
+/// Whoever holds it may run the actor only while holding the SCHEDULED
+/// token that put it on the queue; the cell is freed only after the actor is
+/// DEAD, which no queue entry can outlive (see `ActorCell`).
+#[derive(Clone, Copy)]
+pub(crate) struct RunPtr(pub(crate) NonNull<dyn Runnable>);
+
+// SAFETY: a `RunPtr` is a token moved between shards through the run queues;
+// the cell behind it is `Send` (every actor is `Send`), and the scheduling
+// state machine gives it to one shard at a time.
+unsafe impl Send for RunPtr {}
+// SAFETY: as above; sharing the pointer value itself grants nothing, only
+// the SCHEDULED token does.
+unsafe impl Sync for RunPtr {}
+
+/// The header every sender reaches: identity and scheduling state.
+pub(crate) struct Header {
+    pub(crate) id: ActorId,
+    pub(crate) name: &'static str,
+    pub(crate) pinned: bool,
+    state: AtomicU8,
+    /// The shard that runs the actor now (the stealing shard after a steal).
+    shard: AtomicU16,
+    /// Held by whoever drains a dead actor's mailbox.
+    drain_lock: AtomicBool,
+    /// Whether the actor registered a name (so its death must release it).
+    registered: AtomicBool,
+    /// Set once at spawn, before the header is shared; read-only afterwards.
+    runnable: std::cell::Cell<Option<RunPtr>>,
+    pub(crate) sched: Arc<Scheduler>,
+}
+
+// SAFETY: `runnable` is the only field that is not `Sync`; it is written once
+// by the spawning thread before any other thread can reach the header (see
+// `Header::set_runnable`), and only read afterwards.
+unsafe impl Sync for Header {}
+
+impl Header {
+    pub(crate) fn new(
+        id: ActorId,
+        name: &'static str,
+        pinned: bool,
+        sched: Arc<Scheduler>,
+    ) -> Self {
+        Header {
+            id,
+            name,
+            pinned,
+            state: AtomicU8::new(SCHEDULED),
+            shard: AtomicU16::new(id.shard),
+            drain_lock: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
+            runnable: std::cell::Cell::new(None),
+            sched,
+        }
+    }
+
+    /// Records the cell to schedule.
+    ///
+    /// # Safety
+    ///
+    /// Must be called once, by the spawning thread, before the header is
+    /// reachable from any other thread.
+    pub(crate) unsafe fn set_runnable(&self, ptr: RunPtr) {
+        debug_assert!(self.runnable.get().is_none(), "runnable set twice");
+        self.runnable.set(Some(ptr));
+    }
+
+    pub(crate) fn set_registered(&self) {
+        self.registered.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DEAD
+    }
+
+    pub(crate) fn shard(&self) -> usize {
+        usize::from(self.shard.load(Ordering::Acquire))
+    }
+
+    /// Called by the shard that dequeued the actor: SCHEDULED → RUNNING.
+    pub(crate) fn begin_turn(&self, shard: usize) {
+        self.shard.store(shard as u16, Ordering::Relaxed);
+        let previous = self.state.swap(RUNNING, Ordering::Acquire);
+        debug_assert_eq!(
+            previous, SCHEDULED,
+            "{}: ran an actor that was not scheduled",
+            self.id
+        );
+    }
+
+    /// Ends a turn. Returns true when the actor must go back on a run queue
+    /// (it has more work, or was notified while running); the caller keeps
+    /// the SCHEDULED token then.
+    pub(crate) fn end_turn(&self, more_work: bool) -> bool {
+        if more_work {
+            self.state.store(SCHEDULED, Ordering::Release);
+            return true;
+        }
+        match self
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(state) => {
+                debug_assert_eq!(state, NOTIFIED);
+                self.state.store(SCHEDULED, Ordering::Release);
+                true
+            }
+        }
+    }
+
+    /// Marks the actor dead. After this no sender enqueues it.
+    pub(crate) fn mark_dead(&self) {
+        self.state.swap(DEAD, Ordering::SeqCst);
+        // Pairs with the fence in `Shared::push_signal`: either the dying
+        // shard's drain sees a signal, or its sender sees DEAD and drains.
+        fence(Ordering::SeqCst);
+    }
+
+    /// Makes sure the actor will run: see the module's state machine.
+    pub(crate) fn notify(&self) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == SCHEDULED => return self.enqueue(),
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    fn enqueue(&self) {
+        let ptr = self
+            .runnable
+            .get()
+            .expect("runnable is set before the header is shared");
+        self.sched.enqueue(ptr, self.shard(), self.pinned);
+    }
+}
+
+/// The shared part of an actor: header and mailbox.
+pub(crate) struct Shared<M> {
+    pub(crate) header: Header,
+    pub(crate) mailbox: Mailbox<Signal<M>, M>,
+}
+
+impl<M: Send + 'static> Shared<M> {
+    pub(crate) fn push_user(&self, msg: M) -> Result<(), SendError<M>> {
+        if self.header.is_dead() {
+            return Err(SendError::NoProc(msg));
+        }
+        if let Err(full) = self.mailbox.send(msg) {
+            self.header.sched.count_mailbox_full();
+            return Err(SendError::Full(full.into_inner()));
+        }
+        self.header.notify();
+        Ok(())
+    }
+
+    /// Pushes into the system lane; see `Header::mark_dead` for the race
+    /// with a dying actor.
+    pub(crate) fn push_signal(&self, signal: Signal<M>) -> Result<(), SendError<Signal<M>>> {
+        if self.header.is_dead() {
+            return Err(SendError::NoProc(signal));
+        }
+        if let Err(full) = self.mailbox.send_system(signal) {
+            self.header.sched.count_signal_dropped();
+            return Err(SendError::Full(full.into_inner()));
+        }
+        fence(Ordering::SeqCst);
+        if self.header.is_dead() {
+            self.drain_dead();
+        } else {
+            self.header.notify();
+        }
+        Ok(())
+    }
+
+    /// Empties a dead actor's mailbox, answering signals that expect an
+    /// answer (a link or a monitor gets `noproc`) and counting user messages
+    /// as dead letters. Whoever holds `drain_lock` is the mailbox's single
+    /// consumer, which makes the `unsafe` pops sound.
+    pub(crate) fn drain_dead(&self) {
+        debug_assert!(self.header.is_dead());
+        loop {
+            if self.header.drain_lock.swap(true, Ordering::Acquire) {
+                return; // another thread is draining and will see our push
+            }
+            // SAFETY: the actor is DEAD, so its shard no longer pops, and the
+            // drain lock makes this thread the mailbox's only consumer.
+            while let Some(envelope) = unsafe { self.mailbox.recv() } {
+                match envelope {
+                    Envelope::System(Signal::Sys(signal)) => answer_dead(self.header.id, signal),
+                    Envelope::System(Signal::Reply(_)) => self.header.sched.count_reply_dropped(),
+                    Envelope::User(_) => self.header.sched.count_dead_letter(),
+                }
+            }
+            self.header.drain_lock.store(false, Ordering::Release);
+            // A push may have landed between our last pop and the unlock, by
+            // a sender that found the lock taken: look once more.
+            fence(Ordering::SeqCst);
+            if self.mailbox.is_empty() {
+                return;
+            }
+            // A sender claimed a slot but has not written it yet.
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A dead actor's answer to a signal that expects one.
+fn answer_dead(dead: ActorId, signal: SysSignal) {
+    match signal {
+        SysSignal::Link(from) => {
+            let exit = SysSignal::Exit {
+                from: dead,
+                reason: ExitReason::NoProc,
+                direct: false,
+            };
+            let _ = from.target.send_sys(exit);
+        }
+        SysSignal::Monitor { watcher, monitor } => {
+            let down = Down {
+                monitor,
+                actor: dead,
+                reason: ExitReason::NoProc,
+            };
+            let _ = watcher.target.send_sys(SysSignal::Down(down));
+        }
+        SysSignal::Start
+        | SysSignal::Unlink(_)
+        | SysSignal::Exit { .. }
+        | SysSignal::Demonitor(_)
+        | SysSignal::Down(_)
+        | SysSignal::Stop(_) => {}
+    }
+}
+
+/// What a [`Pid`] can do without knowing the actor's message type.
+pub(crate) trait SignalTarget: Send + Sync {
+    fn header(&self) -> &Header;
+    /// Sends a system signal; hands it back if the actor is dead or its
+    /// system lane is full.
+    fn send_sys(&self, signal: SysSignal) -> Result<(), SysSignal>;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<M: Send + 'static> SignalTarget for Shared<M> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn send_sys(&self, signal: SysSignal) -> Result<(), SysSignal> {
+        self.push_signal(Signal::Sys(signal))
+            .map_err(|e| match e.into_inner() {
+                Signal::Sys(signal) => signal,
+                Signal::Reply(_) => unreachable!("a system signal went in"),
+            })
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// A typed reference to an actor: send it messages of type `M`.
+///
+/// Cheap to clone. It names one incarnation ([`ActorId`]): once that actor
+/// is dead, every send answers [`SendError::NoProc`], and nothing is ever
+/// delivered to another actor that reuses the slot.
+pub struct ActorRef<M> {
+    pub(crate) shared: Arc<Shared<M>>,
+}
+
+impl<M: Send + 'static> ActorRef<M> {
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.shared.header.id
+    }
+
+    /// An untyped handle, for links, monitors and exits.
+    pub fn pid(&self) -> Pid {
+        Pid {
+            target: self.shared.clone(),
+        }
+    }
+
+    /// Whether the actor is still alive (a snapshot).
+    pub fn is_alive(&self) -> bool {
+        !self.shared.header.is_dead()
+    }
+
+    /// Sends without waiting: the message is queued, or handed back in
+    /// [`SendError::Full`] or [`SendError::NoProc`]. Messages from one sender
+    /// to one receiver arrive in the order they were sent.
+    pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        self.shared.push_user(msg)
+    }
+
+    /// Sends from a thread outside the runtime, waiting up to `timeout` for
+    /// room in a full mailbox. Answers `Full` when the time runs out and
+    /// `NoProc` when the actor is dead.
+    ///
+    /// # Panics
+    ///
+    /// On a shard thread: blocking there would stall every actor of the
+    /// shard. Actors use [`try_send`](Self::try_send).
+    pub fn send_timeout(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        assert!(
+            !crate::runtime::on_shard_thread(),
+            "ActorRef::send_timeout blocks and must not run on a shard thread; use try_send"
+        );
+        let deadline = Instant::now() + timeout;
+        let mut msg = msg;
+        let mut backoff = Duration::from_micros(1);
+        loop {
+            match self.try_send(msg) {
+                Err(SendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(backoff);
+                    // Double up to 1 ms: fast when the receiver catches up
+                    // quickly, cheap when it does not.
+                    backoff = (backoff * 2).min(Duration::from_millis(1));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl<M> Clone for ActorRef<M> {
+    fn clone(&self) -> Self {
+        ActorRef {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> PartialEq for ActorRef<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shared.header.id == other.shared.header.id
+    }
+}
+
+impl<M> Eq for ActorRef<M> {}
+
+impl<M> fmt::Debug for ActorRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ActorRef({} {})",
+            self.shared.header.name, self.shared.header.id
+        )
+    }
+}
+
+/// An untyped reference to an actor: the target of links, monitors and
+/// exit signals, and what the registry stores.
+#[derive(Clone)]
+pub struct Pid {
+    pub(crate) target: Arc<dyn SignalTarget>,
+}
+
+impl Pid {
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.target.header().id
+    }
+
+    /// Whether the actor is still alive (a snapshot).
+    pub fn is_alive(&self) -> bool {
+        !self.target.header().is_dead()
+    }
+
+    /// The typed reference, if the actor handles messages of type `M`.
+    pub fn typed<M: Send + 'static>(&self) -> Option<ActorRef<M>> {
+        let any = self.target.clone().into_any();
+        any.downcast::<Shared<M>>()
+            .ok()
+            .map(|shared| ActorRef { shared })
+    }
+}
+
+impl PartialEq for Pid {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Pid {}
+
+impl fmt::Debug for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pid({} {})", self.target.header().name, self.id())
+    }
+}

@@ -1,0 +1,350 @@
+//! What a handler can do: the actor's [`Context`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::addr::{Shared, Signal, SysSignal};
+use super::ask::{ActorSink, ReplyTo};
+use super::cell::Meta;
+use super::{Actor, ActorId, ActorRef, ExitReason, MonitorRef, Pid};
+use crate::error::{AskError, RuntimeError, SendError};
+use crate::io::{Completion, IoError, IoOp, IoResult};
+use crate::runtime::{ShardCtx, SpawnOptions, TimerAction};
+
+/// A handle on a timer set with [`Context::send_after`] or
+/// [`Context::send_interval`]; cancel it with [`Context::cancel_timer`] (or
+/// [`TimerRef::cancel`]) from anywhere.
+#[derive(Clone, Debug)]
+pub struct TimerRef {
+    pub(crate) cancelled: Arc<AtomicBool>,
+}
+
+impl TimerRef {
+    /// Cancels the timer: a pending message is not sent, an interval stops.
+    /// Returns false if it was already cancelled.
+    pub fn cancel(&self) -> bool {
+        !self.cancelled.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// The actor's view of the runtime during one handler call.
+pub struct Context<'a, A: Actor> {
+    shared: &'a Arc<Shared<A::Msg>>,
+    meta: &'a mut Meta,
+    shard: &'a mut ShardCtx,
+    reductions: u32,
+    stop: Option<ExitReason>,
+}
+
+impl<'a, A: Actor> Context<'a, A> {
+    pub(crate) fn new(
+        shared: &'a Arc<Shared<A::Msg>>,
+        meta: &'a mut Meta,
+        shard: &'a mut ShardCtx,
+    ) -> Self {
+        Context {
+            shared,
+            meta,
+            shard,
+            reductions: 1,
+            stop: None,
+        }
+    }
+
+    pub(crate) fn meta(&mut self) -> &mut Meta {
+        self.meta
+    }
+
+    pub(crate) fn reductions(&self) -> u32 {
+        self.reductions
+    }
+
+    pub(crate) fn take_stop(&mut self) -> Option<ExitReason> {
+        self.stop.take()
+    }
+
+    /// This actor's id.
+    pub fn id(&self) -> ActorId {
+        self.shared.header.id
+    }
+
+    /// A reference to this actor, to hand to others.
+    pub fn myself(&self) -> ActorRef<A::Msg> {
+        ActorRef {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// This actor's untyped handle.
+    pub fn pid(&self) -> Pid {
+        Pid {
+            target: self.shared.clone(),
+        }
+    }
+
+    /// The shard running this turn (it may change between turns when an
+    /// idle shard steals the actor, unless it is pinned).
+    pub fn shard(&self) -> usize {
+        self.shard.index()
+    }
+
+    /// Charges `n` more reductions for long work, so the actor yields its
+    /// shard sooner. The message itself already costs one.
+    pub fn consume(&mut self, n: u32) {
+        self.reductions = self.reductions.saturating_add(n);
+    }
+
+    /// Stops this actor with `reason` once the current handler returns.
+    pub fn stop(&mut self, reason: ExitReason) {
+        self.stop = Some(reason);
+    }
+
+    /// Whether exit signals arrive as [`Actor::handle_exit`] calls (true) or
+    /// apply OTP's default rules (false, the default).
+    pub fn trap_exit(&mut self, trap: bool) {
+        self.meta.trap_exit = trap;
+    }
+
+    /// Spawns an actor on this shard.
+    pub fn spawn<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, RuntimeError> {
+        self.spawn_with(actor, SpawnOptions::default())
+    }
+
+    /// Spawns an actor with options (shard, pinning, mailbox size, link).
+    pub fn spawn_with<B: Actor>(
+        &mut self,
+        actor: B,
+        options: SpawnOptions,
+    ) -> Result<ActorRef<B::Msg>, RuntimeError> {
+        let options = SpawnOptions {
+            shard: options.shard.or(Some(self.shard.index())),
+            ..options
+        };
+        let link = options.link;
+        let child = self.shard.sched().spawn(actor, options)?;
+        if link {
+            self.link(&child.pid());
+        }
+        Ok(child)
+    }
+
+    /// Spawns an actor on this shard, linked to this one.
+    pub fn spawn_link<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, RuntimeError> {
+        self.spawn_with(
+            actor,
+            SpawnOptions {
+                link: true,
+                ..SpawnOptions::default()
+            },
+        )
+    }
+
+    /// Links this actor to `other` (idempotent: one link per pair). If
+    /// `other` is dead, an exit signal with reason `noproc` arrives, as in OTP.
+    pub fn link(&mut self, other: &Pid) {
+        if other.id() == self.id() {
+            return;
+        }
+        self.meta.add_link(other.clone());
+        if let Err(SysSignal::Link(_)) = other.target.send_sys(SysSignal::Link(self.pid())) {
+            let exit = SysSignal::Exit {
+                from: other.id(),
+                reason: ExitReason::NoProc,
+                direct: false,
+            };
+            self.signal_self(exit);
+        }
+    }
+
+    /// Removes the link to `other`, if any.
+    pub fn unlink(&mut self, other: &Pid) {
+        if self.meta.remove_link(other.id()) {
+            let _ = other.target.send_sys(SysSignal::Unlink(self.id()));
+        }
+    }
+
+    /// Monitors `other`: a [`Down`](super::Down) arrives when it stops, or at
+    /// once with reason `noproc` if it is already dead. Monitors stack.
+    pub fn monitor(&mut self, other: &Pid) -> MonitorRef {
+        let monitor = self.shard.sched().next_monitor_ref();
+        self.meta.monitoring.push((monitor, other.clone()));
+        let request = SysSignal::Monitor {
+            watcher: self.pid(),
+            monitor,
+        };
+        if other.target.send_sys(request).is_err() {
+            let down = super::Down {
+                monitor,
+                actor: other.id(),
+                reason: ExitReason::NoProc,
+            };
+            self.signal_self(SysSignal::Down(down));
+        }
+        monitor
+    }
+
+    /// Removes a monitor; a `Down` for it that is already queued is
+    /// discarded. Returns false if no such monitor was active.
+    pub fn demonitor(&mut self, monitor: MonitorRef) -> bool {
+        let Some(index) = self.meta.monitoring.iter().position(|(m, _)| *m == monitor) else {
+            return false;
+        };
+        let (_, target) = self.meta.monitoring.swap_remove(index);
+        let _ = target.target.send_sys(SysSignal::Demonitor(monitor));
+        true
+    }
+
+    /// Sends an exit signal to `target` (erlang:exit/2): `Kill` cannot be
+    /// trapped; `Normal` is ignored unless `target` traps exits or is this
+    /// actor.
+    pub fn exit(&mut self, target: &Pid, reason: ExitReason) {
+        let signal = SysSignal::Exit {
+            from: self.id(),
+            reason,
+            direct: true,
+        };
+        let _ = target.target.send_sys(signal);
+    }
+
+    /// Registers `name` for this actor (one name per actor, one live actor
+    /// per name). The name is released when it dies, before its links and
+    /// monitors are told.
+    pub fn register(&mut self, name: &str) -> Result<(), RuntimeError> {
+        self.shard.sched().registry().register(name, self.pid())
+    }
+
+    /// Looks up a registered name.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.shard.sched().registry().whereis(name)
+    }
+
+    /// Asks `target` for a reply without blocking the shard: `request`
+    /// builds the message around a [`ReplyTo`], and the reply (or
+    /// [`AskError::Timeout`] after `timeout`) comes back to this actor as the
+    /// message `on_reply` makes of it.
+    pub fn ask<N, R>(
+        &mut self,
+        target: &ActorRef<N>,
+        request: impl FnOnce(ReplyTo<R>) -> N,
+        timeout: Duration,
+        on_reply: fn(Result<R, AskError>) -> A::Msg,
+    ) -> Result<(), AskError>
+    where
+        N: Send + 'static,
+        R: Send + 'static,
+    {
+        if timeout.is_zero() {
+            return Err(AskError::ZeroTimeout);
+        }
+        let sink = Arc::new(ActorSink::new(self.myself(), on_reply));
+        let action = TimerAction::AskTimeout(sink.clone());
+        self.shard
+            .add_timer(timeout, action)
+            .map_err(|_| AskError::TimersFull)?;
+        match target.try_send(request(ReplyTo::new(sink.clone()))) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The request never reached the target: settle the ask so
+                // neither the timer nor a dropped ReplyTo delivers anything.
+                sink.settle();
+                Err(if e.is_full() {
+                    AskError::Full
+                } else {
+                    AskError::NoProc
+                })
+            }
+        }
+    }
+
+    /// Sends `msg` to `target` after `delay`.
+    pub fn send_after<N: Send + 'static>(
+        &mut self,
+        target: &ActorRef<N>,
+        msg: N,
+        delay: Duration,
+    ) -> Result<TimerRef, RuntimeError> {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let target = target.clone();
+        let fire = move || target.try_send(msg).map_err(drop);
+        self.shard
+            .add_timer(delay, TimerAction::once(cancelled.clone(), fire))?;
+        Ok(TimerRef { cancelled })
+    }
+
+    /// Sends a clone of `msg` to `target` every `period`, until cancelled or
+    /// the target dies.
+    pub fn send_interval<N: Clone + Send + 'static>(
+        &mut self,
+        target: &ActorRef<N>,
+        msg: N,
+        period: Duration,
+    ) -> Result<TimerRef, RuntimeError> {
+        if period.is_zero() {
+            return Err(RuntimeError::Config(
+                "send_interval needs a non-zero period".into(),
+            ));
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let target = target.clone();
+        let fire = move || match target.try_send(msg.clone()) {
+            Err(SendError::NoProc(_)) => Err(()),
+            _ => Ok(()),
+        };
+        self.shard
+            .add_timer(period, TimerAction::every(cancelled.clone(), period, fire))?;
+        Ok(TimerRef { cancelled })
+    }
+
+    /// Cancels a timer; see [`TimerRef::cancel`].
+    pub fn cancel_timer(&mut self, timer: &TimerRef) -> bool {
+        timer.cancel()
+    }
+
+    /// Runs `job` on the runtime's blocking threads (for work with no
+    /// asynchronous form: a synchronous device wait, a foreign call) and
+    /// delivers its result to this actor as the message `on_done` makes.
+    pub fn spawn_blocking<R: Send + 'static>(
+        &mut self,
+        job: impl FnOnce() -> R + Send + 'static,
+        on_done: fn(R) -> A::Msg,
+    ) -> Result<(), RuntimeError> {
+        let me = self.myself();
+        self.shard.sched().blocking().submit(Box::new(move || {
+            let msg = on_done(job());
+            // Results travel in the system lane so a full user lane cannot
+            // lose them; a dead actor's result is counted as a dead letter.
+            if me.shared.push_signal(Signal::Reply(msg)).is_err() {
+                me.shared.header.sched.count_reply_dropped();
+            }
+        }))
+    }
+
+    /// Starts an I/O operation on this shard (see [`crate::io`]) and
+    /// delivers its result to this actor as the message `on_done` makes,
+    /// through the system lane, like a blocking job's result. An error means
+    /// the operation did not start: the shard's in-flight limit is reached
+    /// ([`IoError::QueueFull`]), or the operation is invalid as given.
+    ///
+    /// Each result waits in the system lane until handled, so keep fewer
+    /// operations in flight per actor than its system capacity (128 by
+    /// default): a result that finds the lane full is dropped and counted.
+    pub fn io(&mut self, op: IoOp, on_done: fn(IoResult) -> A::Msg) -> Result<(), IoError> {
+        let me = self.myself();
+        let done: Completion = Box::new(move |result| {
+            let msg = on_done(result);
+            // A dead actor's result is counted as a dropped reply.
+            if me.shared.push_signal(Signal::Reply(msg)).is_err() {
+                me.shared.header.sched.count_reply_dropped();
+            }
+        });
+        self.shard.io().submit(op, done).map_err(|(error, _)| error)
+    }
+
+    /// Delivers a signal to this actor's own system lane.
+    fn signal_self(&mut self, signal: SysSignal) {
+        if self.shared.push_signal(Signal::Sys(signal)).is_err() {
+            tracing::error!(id = %self.id(), "system lane full: a signal to self was dropped");
+        }
+    }
+}

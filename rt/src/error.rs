@@ -1,0 +1,176 @@
+//! The runtime's errors: one enum per boundary, each saying what happened
+//! and what to do about it.
+
+use std::fmt;
+
+use crate::actor::ActorId;
+
+/// Why a message could not be sent. The message is always handed back.
+pub enum SendError<M> {
+    /// The target's mailbox holds its full capacity: it is behind. Retry
+    /// later, shed load, or raise the target's mailbox capacity.
+    Full(M),
+    /// The target is dead (or the reference outlived it); nothing was
+    /// delivered to any other actor.
+    NoProc(M),
+}
+
+impl<M> SendError<M> {
+    /// Takes back the message that was not delivered.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Full(m) | SendError::NoProc(m) => m,
+        }
+    }
+
+    /// Whether the target was full (rather than dead).
+    pub fn is_full(&self) -> bool {
+        matches!(self, SendError::Full(_))
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::NoProc(_) => f.write_str("NoProc(..)"),
+        }
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str(
+                "the target's mailbox is full; the message was handed back (retry later or shed load)",
+            ),
+            SendError::NoProc(_) => {
+                f.write_str("no such actor: the target is dead; the message was handed back")
+            }
+        }
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+impl<M> PartialEq for SendError<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.is_full() == other.is_full()
+    }
+}
+
+/// Why an ask or a call got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// No reply came within the timeout.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The target dropped the request without replying (it crashed, or its
+    /// handler discarded the `ReplyTo`).
+    #[error("the target dropped the request without replying")]
+    Dropped,
+    /// The request could not be delivered: the target's mailbox was full.
+    #[error("the target's mailbox is full; the request was not delivered")]
+    Full,
+    /// The request could not be delivered: the target is dead.
+    #[error("no such actor: the target is dead")]
+    NoProc,
+    /// A zero timeout can never be met; give the call a real deadline.
+    #[error("a call needs a non-zero timeout")]
+    ZeroTimeout,
+    /// The asker's shard could not hold one more timer.
+    #[error("the shard's timer wheel is full; raise RuntimeBuilder::timer_capacity")]
+    TimersFull,
+}
+
+/// Errors from building, spawning into and running the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The builder's settings cannot work together.
+    #[error("invalid runtime configuration: {0}")]
+    Config(String),
+    /// Topology detection or shard placement failed.
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    /// A queue could not be created at the requested capacity.
+    #[error("queue capacity: {0}")]
+    Capacity(#[from] crate::sync::CapacityError),
+    /// A timer could not be set (the shard's wheel is full, or the delay is
+    /// beyond its range), or the wheel could not be built.
+    #[error(transparent)]
+    Timer(#[from] crate::timer::TimerError),
+    /// The shards' I/O could not be set up (io_uring asked for but
+    /// unavailable, a bad `ZBMD_IO_BACKEND`, an in-flight limit out of range).
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
+    /// A shard already holds its maximum number of actors.
+    #[error(
+        "shard {shard} holds its maximum of {limit} actors; raise RuntimeBuilder::max_actors_per_shard or stop some"
+    )]
+    ActorLimit {
+        /// The shard that is full.
+        shard: usize,
+        /// Its actor limit.
+        limit: usize,
+    },
+    /// The runtime is shutting down and accepts no new actors or work.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+    /// The name is already registered to another live actor.
+    #[error("the name {name:?} is already registered to {holder}")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The actor that holds it.
+        holder: ActorId,
+    },
+    /// The actor already holds a name (one per actor, as in OTP).
+    #[error("{actor} is already registered as {name:?}")]
+    AlreadyNamed {
+        /// The actor.
+        actor: ActorId,
+        /// The name it holds.
+        name: String,
+    },
+    /// The name is empty or longer than the registry allows.
+    #[error("the name is {len} bytes; names must be 1 to {limit} bytes")]
+    NameTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The registry holds its maximum number of names.
+    #[error("the registry holds its maximum of {limit} names")]
+    RegistryFull {
+        /// The limit.
+        limit: usize,
+    },
+    /// The actor is not alive, so it cannot be registered or linked.
+    #[error("no such actor: {0} is dead")]
+    NoProc(ActorId),
+    /// No shard has this index.
+    #[error("there is no shard {shard}; the runtime has {shards}")]
+    NoSuchShard {
+        /// The index asked for.
+        shard: usize,
+        /// How many shards exist.
+        shards: usize,
+    },
+    /// A bounded queue of the runtime (blocking jobs, I/O requests) is full.
+    #[error("the {what} queue is full ({capacity} entries); retry later or raise its limit")]
+    QueueFull {
+        /// Which queue.
+        what: &'static str,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// An OS thread could not be started.
+    #[error("could not start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

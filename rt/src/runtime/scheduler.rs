@@ -1,0 +1,338 @@
+//! The state all shards share: slot tables, injection queues, wake-ups,
+//! the registry, the blocking pool and the counters.
+//!
+//! # Where a runnable actor goes
+//!
+//! [`Scheduler::enqueue`] is called by the one sender that moved an actor
+//! from IDLE to SCHEDULED (see `actor::addr`):
+//!
+//! * on the actor's own shard, it goes on that shard's run queue: a
+//!   work-stealing deque for ordinary actors, a private FIFO for pinned ones;
+//! * from another shard, it goes into the sending shard's outbound batch for
+//!   the actor's shard, flushed through the SPSC ring of that shard pair at
+//!   the end of the turn (one ring per ordered pair, as in Seastar);
+//! * from a thread outside the runtime, or when a ring is full, it goes into
+//!   the target shard's injection queue (a bounded MPMC queue).
+//!
+//! Each actor is on at most one queue at a time, so a queue sized for every
+//! actor of the runtime can never be full: that is how the injection and
+//! overflow queues are sized.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use super::blocking::BlockingPool;
+use super::local;
+use super::metrics::{Counter, Counters};
+use super::registry::Registry;
+use super::{Config, SpawnOptions};
+use crate::actor::{
+    Actor, ActorCell, ActorId, ActorRef, Header, MonitorRef, Pid, RunPtr, Shared, SysSignal,
+};
+use crate::error::RuntimeError;
+use crate::sync::deque::Stealer;
+use crate::sync::mpmc::MpmcQueue;
+use crate::sync::mpsc::Mailbox;
+use crate::sync::park::Unparker;
+
+/// One shard's slot table: which actors live in it, by slot.
+pub(crate) struct SlotTable {
+    /// Slots nobody uses, popped by spawners on any thread.
+    free: MpmcQueue<u32>,
+    /// Each slot's generation: bumped when its actor dies.
+    generations: Box<[AtomicU32]>,
+    /// The live actor of each slot, with its spawn sequence number, for
+    /// shutdown (which stops actors newest first).
+    live: Box<[Mutex<Option<LiveEntry>>]>,
+}
+
+/// A live actor and its spawn sequence number.
+type LiveEntry = (u64, Pid);
+
+impl SlotTable {
+    pub(crate) fn new(capacity: usize) -> Result<Self, RuntimeError> {
+        let free = MpmcQueue::with_capacity(capacity)?;
+        for slot in 0..capacity as u32 {
+            free.push(slot)
+                .map_err(|_| RuntimeError::Config("slot table overfilled".into()))?;
+        }
+        Ok(SlotTable {
+            free,
+            generations: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            live: (0..capacity).map(|_| Mutex::new(None)).collect(),
+        })
+    }
+}
+
+/// What other threads may touch of one shard.
+pub(crate) struct ShardShared {
+    /// Runnable actors sent from outside the runtime or past a full ring.
+    pub(crate) injection: MpmcQueue<RunPtr>,
+    pub(crate) stealer: Stealer<RunPtr>,
+    pub(crate) unparker: Unparker,
+    /// True while the shard is parked or about to park.
+    pub(crate) sleeping: CachePadded<AtomicBool>,
+    pub(crate) slots: SlotTable,
+}
+
+/// The runtime's shared state.
+pub(crate) struct Scheduler {
+    pub(crate) config: Config,
+    pub(crate) shards: Box<[ShardShared]>,
+    /// Where a shard's run queue spills when its deque is full.
+    pub(crate) overflow: MpmcQueue<RunPtr>,
+    registry: Registry,
+    blocking: BlockingPool,
+    /// One set of counters per shard, plus one for threads outside.
+    counters: Box<[CachePadded<Counters>]>,
+    pub(crate) accepting: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) live_actors: AtomicUsize,
+    next_spawn: AtomicU64,
+    next_monitor: AtomicU64,
+    next_shard: AtomicUsize,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        config: Config,
+        shards: Box<[ShardShared]>,
+        blocking: BlockingPool,
+    ) -> Result<Self, RuntimeError> {
+        let total_actors = config.shards * config.max_actors_per_shard;
+        Ok(Scheduler {
+            overflow: MpmcQueue::with_capacity(total_actors)?,
+            registry: Registry::new(config.max_names, config.max_name_len),
+            counters: (0..=config.shards)
+                .map(|_| CachePadded::new(Counters::default()))
+                .collect(),
+            config,
+            shards,
+            blocking,
+            accepting: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            live_actors: AtomicUsize::new(0),
+            next_spawn: AtomicU64::new(0),
+            next_monitor: AtomicU64::new(0),
+            next_shard: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn blocking(&self) -> &BlockingPool {
+        &self.blocking
+    }
+
+    pub(crate) fn next_monitor_ref(&self) -> MonitorRef {
+        MonitorRef(self.next_monitor.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The counters of the calling thread's shard (or of the outside).
+    pub(crate) fn counters(&self) -> &Counters {
+        let index = local::current_shard(self).unwrap_or(self.config.shards);
+        &self.counters[index]
+    }
+
+    pub(crate) fn all_counters(&self) -> &[CachePadded<Counters>] {
+        &self.counters
+    }
+
+    pub(crate) fn count_mailbox_full(&self) {
+        self.counters().add(Counter::MailboxFull, 1);
+    }
+
+    pub(crate) fn count_signal_dropped(&self) {
+        self.counters().add(Counter::SignalsDropped, 1);
+    }
+
+    pub(crate) fn count_reply_dropped(&self) {
+        self.counters().add(Counter::RepliesDropped, 1);
+    }
+
+    pub(crate) fn count_dead_letter(&self) {
+        self.counters().add(Counter::DeadLetters, 1);
+    }
+
+    /// Spawns `actor` on the shard `options` name (or the next one, round
+    /// robin) and schedules its `started` hook.
+    pub(crate) fn spawn<A: Actor>(
+        self: &Arc<Self>,
+        actor: A,
+        options: SpawnOptions,
+    ) -> Result<ActorRef<A::Msg>, RuntimeError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let count = self.config.shards;
+        let shard = match options.shard {
+            Some(shard) if shard >= count => {
+                return Err(RuntimeError::NoSuchShard {
+                    shard,
+                    shards: count,
+                });
+            }
+            Some(shard) => shard,
+            None => self.next_shard.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        let table = &self.shards[shard].slots;
+        let limit = self.config.max_actors_per_shard;
+        let slot = table
+            .free
+            .pop()
+            .ok_or(RuntimeError::ActorLimit { shard, limit })?;
+        let mailbox = Mailbox::with_capacity(
+            options
+                .system_capacity
+                .unwrap_or(self.config.system_capacity),
+            options
+                .mailbox_capacity
+                .unwrap_or(self.config.mailbox_capacity),
+        );
+        let mailbox = match mailbox {
+            Ok(mailbox) => mailbox,
+            Err(error) => {
+                let _ = table.free.push(slot);
+                return Err(error.into());
+            }
+        };
+        let generation = table.generations[slot as usize].load(Ordering::Acquire);
+        let id = ActorId {
+            node: self.config.node,
+            shard: shard as u16,
+            slot,
+            generation,
+        };
+        let header = Header::new(id, actor.name(), options.pinned, self.clone());
+        let shared = Arc::new(Shared { header, mailbox });
+        let cell: Box<dyn crate::actor::Runnable> = Box::new(ActorCell::new(shared.clone(), actor));
+        let ptr = RunPtr(std::ptr::NonNull::from(Box::leak(cell)));
+        // SAFETY: `shared` has not been handed to any other thread yet: the
+        // only other reference is inside the cell we just leaked, which no
+        // queue holds until `enqueue` below.
+        unsafe { shared.header.set_runnable(ptr) };
+        if shared
+            .mailbox
+            .send_system(crate::actor::Signal::Sys(SysSignal::Start))
+            .is_err()
+        {
+            unreachable!("a new mailbox has room for its first signal");
+        }
+        let seq = self.next_spawn.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid {
+            target: shared.clone(),
+        };
+        *lock(&table.live[slot as usize]) = Some((seq, pid));
+        self.live_actors.fetch_add(1, Ordering::AcqRel);
+        self.counters().add(Counter::Spawns, 1);
+        tracing::debug_span!("spawn", actor = shared.header.name, %id)
+            .in_scope(|| tracing::trace!("spawned"));
+        self.enqueue(ptr, shard, options.pinned);
+        Ok(ActorRef { shared })
+    }
+
+    /// Frees a dead actor's slot: stale refs now fail, the slot can be reused.
+    pub(crate) fn release_slot(&self, id: ActorId) {
+        let table = &self.shards[usize::from(id.shard)].slots;
+        let slot = id.slot as usize;
+        let pid = lock(&table.live[slot]).take();
+        debug_assert!(
+            pid.is_some_and(|(_, p)| p.id() == id),
+            "{id}: released a slot it did not hold"
+        );
+        table.generations[slot].fetch_add(1, Ordering::AcqRel);
+        if table.free.push(id.slot).is_err() {
+            unreachable!("the free list has room for every slot");
+        }
+        self.live_actors.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Every live actor, newest first.
+    pub(crate) fn live_newest_first(&self) -> Vec<Pid> {
+        let mut live: Vec<LiveEntry> = Vec::new();
+        for shard in self.shards.iter() {
+            live.extend(
+                shard
+                    .slots
+                    .live
+                    .iter()
+                    .filter_map(|entry| lock(entry).clone()),
+            );
+        }
+        live.sort_by_key(|&(seq, _)| std::cmp::Reverse(seq));
+        live.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// Puts a runnable actor on a run queue: see the module's doc.
+    pub(crate) fn enqueue(&self, ptr: RunPtr, shard: usize, pinned: bool) {
+        if local::with_local(self, |queues| queues.push(ptr, shard, pinned)).is_some() {
+            return;
+        }
+        self.inject(ptr, shard);
+    }
+
+    /// Hands a runnable actor to `shard` through its injection queue.
+    pub(crate) fn inject(&self, ptr: RunPtr, shard: usize) {
+        if self.shards[shard].injection.push(ptr).is_err() {
+            unreachable!("injection queues hold every actor of the runtime");
+        }
+        self.wake(shard);
+    }
+
+    /// Wakes `shard` if it is parked. The fence pairs with the one in the
+    /// shard's park path: either the shard sees our push before it sleeps,
+    /// or we see its `sleeping` flag and unpark it.
+    pub(crate) fn wake(&self, shard: usize) {
+        fence(Ordering::SeqCst);
+        let target = &self.shards[shard];
+        if target.sleeping.load(Ordering::SeqCst) {
+            target.unparker.unpark();
+        }
+    }
+
+    /// Sends an exit signal from the runtime itself (shutdown, `Runtime::exit`).
+    pub(crate) fn exit_from_runtime(&self, target: &Pid, reason: crate::actor::ExitReason) {
+        let from = ActorId {
+            node: self.config.node,
+            shard: u16::MAX,
+            slot: 0,
+            generation: 0,
+        };
+        let _ = target.target.send_sys(SysSignal::Exit {
+            from,
+            reason,
+            direct: true,
+        });
+    }
+
+    /// Stops an actor for the runtime's shutdown: untrappable, but the
+    /// actor's `stopping` hook runs.
+    pub(crate) fn stop_actor(&self, target: &Pid, reason: crate::actor::ExitReason) {
+        let _ = target.target.send_sys(SysSignal::Stop(reason));
+    }
+
+    /// Waits until `pid` is dead or `timeout` passes; true if it died.
+    pub(crate) fn wait_dead(pid: &Pid, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(10);
+        while pid.is_alive() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (every
+/// critical section here is a single assignment).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
