@@ -79,37 +79,22 @@ fn call_returns_the_reply() {
 fn call_times_out_when_no_reply_comes_and_reports_a_dropped_request() {
     let rt = runtime(1);
     let (target, _) = recorder(&rt);
-    assert_eq!(
-        rt.call(&target, Rec::Hold, Duration::from_millis(20)),
-        Err(AskError::Timeout)
-    );
-    assert_eq!(
-        rt.call(&target, Rec::Drop, PATIENCE),
-        Err(AskError::Dropped)
-    );
+    assert_eq!(rt.call(&target, Rec::Hold, Duration::from_millis(20)), Err(AskError::Timeout));
+    assert_eq!(rt.call(&target, Rec::Drop, PATIENCE), Err(AskError::Dropped));
 }
 
 #[test]
 fn call_with_a_zero_timeout_is_an_error_and_sends_nothing() {
     let rt = runtime(1);
     let (target, seen) = recorder(&rt);
-    let result = rt.call(
-        &target,
-        |_reply: ReplyTo<u64>| Rec::Value(1),
-        Duration::ZERO,
-    );
+    let result = rt.call(&target, |_reply: ReplyTo<u64>| Rec::Value(1), Duration::ZERO);
     assert_eq!(result, Err(AskError::ZeroTimeout));
     assert!(seen.recv_timeout(QUIET).is_err(), "nothing was delivered");
 }
 
 #[test]
 fn a_full_mailbox_hands_the_message_back_and_counts_it() {
-    let rt = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .mailbox_capacity(4)
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().shards(1).pin(false).mailbox_capacity(4).build().unwrap();
     let (target, seen) = recorder(&rt);
     let gate = Arc::new(Barrier::new(2));
     target.try_send(Rec::Block(gate.clone())).unwrap();
@@ -125,31 +110,20 @@ fn a_full_mailbox_hands_the_message_back_and_counts_it() {
     for v in 0..4 {
         assert_eq!(seen.recv_timeout(PATIENCE).unwrap().1, v);
     }
-    assert!(
-        seen.recv_timeout(QUIET).is_err(),
-        "the refused message was not delivered"
-    );
+    assert!(seen.recv_timeout(QUIET).is_err(), "the refused message was not delivered");
     assert_eq!(rt.metrics().total(Counter::MailboxFull), 1);
 }
 
 #[test]
 fn a_stale_ref_gets_noproc_and_never_reaches_the_slots_new_actor() {
-    let rt = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .max_actors_per_shard(1)
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().shards(1).pin(false).max_actors_per_shard(1).build().unwrap();
     let (tx, rx) = events();
     let old = rt.spawn(Probe::new(&tx)).unwrap();
     rt.exit(&old.pid(), ExitReason::Shutdown);
     eventually("old actor dead", || !old.is_alive());
     eventually("slot released", || rt.live_actors() == 0);
     let new = rt.spawn(Probe::new(&tx)).unwrap();
-    assert_eq!(
-        (new.id().shard, new.id().slot),
-        (old.id().shard, old.id().slot)
-    );
+    assert_eq!((new.id().shard, new.id().slot), (old.id().shard, old.id().slot));
     assert_ne!(new.id().generation, old.id().generation);
     assert!(matches!(old.try_send(5), Err(SendError::NoProc(5))));
     let n = new.id();
@@ -158,19 +132,11 @@ fn a_stale_ref_gets_noproc_and_never_reaches_the_slots_new_actor() {
 
 #[test]
 fn spawning_past_the_actor_limit_is_an_error_that_disturbs_nothing() {
-    let rt = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .max_actors_per_shard(3)
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().shards(1).pin(false).max_actors_per_shard(3).build().unwrap();
     let (tx, rx) = events();
     let actors: Vec<_> = (0..3).map(|_| rt.spawn(Probe::new(&tx)).unwrap()).collect();
     let error = rt.spawn(Probe::new(&tx)).unwrap_err();
-    assert!(
-        matches!(error, RuntimeError::ActorLimit { shard: 0, limit: 3 }),
-        "{error}"
-    );
+    assert!(matches!(error, RuntimeError::ActorLimit { shard: 0, limit: 3 }), "{error}");
     for (i, actor) in actors.iter().enumerate() {
         actor.try_send(i as u64).unwrap();
         let id = actor.id();
@@ -183,28 +149,14 @@ fn spawning_past_the_actor_limit_is_an_error_that_disturbs_nothing() {
 fn spawning_on_a_shard_that_does_not_exist_is_an_error() {
     let rt = runtime(2);
     let (tx, _rx) = events();
-    let options = SpawnOptions {
-        shard: Some(2),
-        ..SpawnOptions::default()
-    };
+    let options = SpawnOptions { shard: Some(2), ..SpawnOptions::default() };
     let error = rt.spawn_with(Probe::new(&tx), options).unwrap_err();
-    assert!(matches!(
-        error,
-        RuntimeError::NoSuchShard {
-            shard: 2,
-            shards: 2
-        }
-    ));
+    assert!(matches!(error, RuntimeError::NoSuchShard { shard: 2, shards: 2 }));
 }
 
 #[test]
 fn the_registry_names_live_actors_only_and_refuses_bad_names() {
-    let rt = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .max_name_len(8)
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().shards(1).pin(false).max_name_len(8).build().unwrap();
     let (tx, rx) = events();
     let a = rt.spawn(Probe::new(&tx)).unwrap();
     let b = rt.spawn(Probe::new(&tx)).unwrap();
@@ -216,18 +168,12 @@ fn the_registry_names_live_actors_only_and_refuses_bad_names() {
         "{taken}"
     );
     let twice = rt.register("other", &a.pid()).unwrap_err();
-    assert!(
-        matches!(twice, RuntimeError::AlreadyNamed { .. }),
-        "{twice}"
-    );
+    assert!(matches!(twice, RuntimeError::AlreadyNamed { .. }), "{twice}");
     assert!(matches!(
         rt.register("much-too-long", &b.pid()),
         Err(RuntimeError::NameTooLong { len: 13, limit: 8 })
     ));
-    assert!(matches!(
-        rt.register("", &b.pid()),
-        Err(RuntimeError::NameTooLong { len: 0, .. })
-    ));
+    assert!(matches!(rt.register("", &b.pid()), Err(RuntimeError::NameTooLong { len: 0, .. })));
     // The typed lookup works, and the name dies with its actor.
     let typed: ActorRef<u64> = rt.whereis("worker").unwrap().typed().unwrap();
     typed.try_send(9).unwrap();
@@ -236,10 +182,7 @@ fn the_registry_names_live_actors_only_and_refuses_bad_names() {
     rt.exit(&a.pid(), ExitReason::Kill);
     eventually("name released", || rt.whereis("worker").is_none());
     rt.register("worker", &b.pid()).unwrap();
-    assert!(
-        rt.register("late", &a.pid()).is_err(),
-        "a dead actor cannot be named"
-    );
+    assert!(rt.register("late", &a.pid()).is_err(), "a dead actor cannot be named");
 }
 
 /// Links to `target` and reports whether its name was already gone when
@@ -280,18 +223,10 @@ fn a_name_is_released_before_links_hear_of_the_death() {
     rt.register("doomed", &doomed.pid()).unwrap();
     let (linked_tx, linked) = channel();
     let (report, released) = channel();
-    rt.spawn(NameChecker {
-        target: doomed.pid(),
-        linked: linked_tx,
-        report,
-    })
-    .unwrap();
+    rt.spawn(NameChecker { target: doomed.pid(), linked: linked_tx, report }).unwrap();
     linked.recv_timeout(PATIENCE).unwrap();
     rt.exit(&doomed.pid(), ExitReason::error("crash"));
-    assert!(
-        released.recv_timeout(PATIENCE).unwrap(),
-        "name still registered when the link fired"
-    );
+    assert!(released.recv_timeout(PATIENCE).unwrap(), "name still registered when the link fired");
 }
 
 /// Sends itself a message for every message it handles: it never runs dry.
@@ -314,11 +249,7 @@ impl Actor for Flooder {
 #[test]
 fn an_actor_flooding_itself_cannot_starve_its_shard() {
     let rt = runtime(1);
-    let pinned = SpawnOptions {
-        shard: Some(0),
-        pinned: true,
-        ..SpawnOptions::default()
-    };
+    let pinned = SpawnOptions { shard: Some(0), pinned: true, ..SpawnOptions::default() };
     let _flooder = rt.spawn_with(Flooder, pinned.clone()).unwrap();
     let (tx, seen) = channel();
     let neighbour = rt.spawn_with(Recorder { seen: tx }, pinned).unwrap();
@@ -327,10 +258,7 @@ fn an_actor_flooding_itself_cannot_starve_its_shard() {
         assert_eq!(seen.recv_timeout(PATIENCE).unwrap().1, v);
     }
     let metrics = rt.metrics();
-    assert!(
-        metrics.total(Counter::Messages) > 1000,
-        "the flooder kept running too"
-    );
+    assert!(metrics.total(Counter::Messages) > 1000, "the flooder kept running too");
 }
 
 /// Burns CPU on every message, so one shard cannot keep up alone.
@@ -356,36 +284,13 @@ fn idle_shards_steal_a_skewed_load_and_never_steal_pinned_actors() {
     let rt = runtime(2);
     let spread = Arc::new(Mutex::new(Vec::new()));
     let pinned_runs = Arc::new(Mutex::new(Vec::new()));
-    let on_zero = SpawnOptions {
-        shard: Some(0),
-        ..SpawnOptions::default()
-    };
-    let pinned = SpawnOptions {
-        shard: Some(0),
-        pinned: true,
-        ..SpawnOptions::default()
-    };
+    let on_zero = SpawnOptions { shard: Some(0), ..SpawnOptions::default() };
+    let pinned = SpawnOptions { shard: Some(0), pinned: true, ..SpawnOptions::default() };
     let free: Vec<_> = (0..64)
-        .map(|_| {
-            rt.spawn_with(
-                Busy {
-                    done: spread.clone(),
-                },
-                on_zero.clone(),
-            )
-            .unwrap()
-        })
+        .map(|_| rt.spawn_with(Busy { done: spread.clone() }, on_zero.clone()).unwrap())
         .collect();
     let held: Vec<_> = (0..8)
-        .map(|_| {
-            rt.spawn_with(
-                Busy {
-                    done: pinned_runs.clone(),
-                },
-                pinned.clone(),
-            )
-            .unwrap()
-        })
+        .map(|_| rt.spawn_with(Busy { done: pinned_runs.clone() }, pinned.clone()).unwrap())
         .collect();
     for _ in 0..20 {
         for actor in free.iter().chain(&held) {
@@ -396,10 +301,7 @@ fn idle_shards_steal_a_skewed_load_and_never_steal_pinned_actors() {
         spread.lock().unwrap().len() == 64 * 20 && pinned_runs.lock().unwrap().len() == 8 * 20
     });
     let on_one = spread.lock().unwrap().iter().filter(|&&s| s == 1).count();
-    assert!(
-        on_one > 0,
-        "shard 1 never ran any of the actors spawned on shard 0"
-    );
+    assert!(on_one > 0, "shard 1 never ran any of the actors spawned on shard 0");
     assert!(
         pinned_runs.lock().unwrap().iter().all(|&s| s == 0),
         "a pinned actor ran on another shard"
@@ -491,12 +393,7 @@ impl Actor for Timed {
 fn timers_fire_never_early_and_cancelled_ones_never() {
     let rt = runtime(1);
     let (report, fired) = channel();
-    rt.spawn(Timed {
-        report,
-        interval: None,
-        ticks: 0,
-    })
-    .unwrap();
+    rt.spawn(Timed { report, interval: None, ticks: 0 }).unwrap();
     let (what, start) = fired.recv_timeout(PATIENCE).unwrap();
     assert_eq!(what, "start");
     let mut events = Vec::new();
@@ -504,16 +401,8 @@ fn timers_fire_never_early_and_cancelled_ones_never() {
         events.push(event);
     }
     let names: Vec<_> = events.iter().map(|(n, _)| *n).collect();
-    assert_eq!(
-        names.iter().filter(|n| **n == "every").count(),
-        3,
-        "{names:?}"
-    );
-    assert_eq!(
-        names.iter().filter(|n| **n == "once").count(),
-        1,
-        "{names:?}"
-    );
+    assert_eq!(names.iter().filter(|n| **n == "every").count(), 3, "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "once").count(), 1, "{names:?}");
     assert!(!names.contains(&"cancelled"), "{names:?}");
     let once_at = events.iter().find(|(n, _)| *n == "once").unwrap().1;
     let early = once_at < start + Duration::from_millis(30);
@@ -538,9 +427,7 @@ fn the_stall_detector_counts_a_turn_that_held_the_shard() {
         .unwrap();
     let sleeper = rt.spawn(Sleeper).unwrap();
     sleeper.try_send(()).unwrap();
-    eventually("a stall counted", || {
-        rt.metrics().total(Counter::Stalls) >= 1
-    });
+    eventually("a stall counted", || rt.metrics().total(Counter::Stalls) >= 1);
 }
 
 #[test]
@@ -551,15 +438,9 @@ fn metrics_read_as_prometheus_text() {
     seen.recv_timeout(PATIENCE).unwrap();
     let text = rt.metrics().to_prometheus();
     assert!(text.contains("# TYPE zbmd_messages_total counter"));
-    assert!(
-        text.contains("zbmd_spawns_total{shard=\"outside\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("zbmd_spawns_total{shard=\"outside\"} 1"), "{text}");
     let handled: u64 = (0..2).map(|s| rt.metrics().get(s, Counter::Messages)).sum();
-    assert!(
-        handled >= 2,
-        "the start signal and the message were handled"
-    );
+    assert!(handled >= 2, "the start signal and the message were handled");
 }
 
 #[test]
@@ -581,11 +462,7 @@ fn shutdown_stops_actors_newest_first() {
     let rt = runtime(2);
     let log = Arc::new(Mutex::new(Vec::new()));
     for index in 0..10 {
-        rt.spawn(Logged {
-            index,
-            log: log.clone(),
-        })
-        .unwrap();
+        rt.spawn(Logged { index, log: log.clone() }).unwrap();
     }
     rt.shutdown();
     assert_eq!(*log.lock().unwrap(), (0..10).rev().collect::<Vec<_>>());
@@ -596,10 +473,7 @@ fn after_shutdown_refs_answer_noproc() {
     let rt = runtime(1);
     let (target, _) = recorder(&rt);
     rt.shutdown();
-    assert!(matches!(
-        target.try_send(Rec::Value(1)),
-        Err(SendError::NoProc(_))
-    ));
+    assert!(matches!(target.try_send(Rec::Value(1)), Err(SendError::NoProc(_))));
 }
 
 #[test]
@@ -621,12 +495,7 @@ fn the_builder_places_shards_on_a_fake_two_socket_machine() {
         .build()
         .unwrap();
     let nodes: std::collections::BTreeSet<_> = rt.placement().iter().map(|p| p.numa_node).collect();
-    assert_eq!(
-        nodes.len(),
-        4,
-        "spread puts 4 shards on 4 NUMA nodes: {:?}",
-        rt.placement()
-    );
+    assert_eq!(nodes.len(), 4, "spread puts 4 shards on 4 NUMA nodes: {:?}", rt.placement());
     let error = Runtime::builder()
         .topology(topology)
         .allowed_cpus(CpuSet::from_cpus([0, 1]).unwrap())
@@ -639,19 +508,14 @@ fn the_builder_places_shards_on_a_fake_two_socket_machine() {
 
 #[test]
 fn bad_builder_settings_are_named_errors() {
-    let zero = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .reduction_budget(0)
-        .build()
-        .unwrap_err();
+    let zero = Runtime::builder().shards(1).pin(false).reduction_budget(0).build().unwrap_err();
     assert!(matches!(zero, RuntimeError::Config(_)), "{zero}");
-    let mailbox = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .mailbox_capacity(0)
-        .build()
-        .unwrap();
+    let no_shards = Runtime::builder().shards(0).pin(false).build().unwrap_err();
+    assert!(
+        matches!(no_shards, RuntimeError::Topology(_) | RuntimeError::Config(_)),
+        "{no_shards}"
+    );
+    let mailbox = Runtime::builder().shards(1).pin(false).mailbox_capacity(0).build().unwrap();
     let (tx, _rx) = events();
     let error = mailbox.spawn(Probe::new(&tx)).unwrap_err();
     assert!(matches!(error, RuntimeError::Capacity(_)), "{error}");
@@ -666,9 +530,7 @@ fn many_senders_on_many_threads_lose_nothing() {
             let target = target.clone();
             std::thread::spawn(move || {
                 for i in 0..5_000u64 {
-                    target
-                        .send_timeout(Rec::Value(t << 32 | i), PATIENCE)
-                        .unwrap();
+                    target.send_timeout(Rec::Value(t << 32 | i), PATIENCE).unwrap();
                 }
             })
         })
@@ -683,4 +545,39 @@ fn many_senders_on_many_threads_lose_nothing() {
         assert_eq!(i, next[t], "sender {t}'s messages out of order");
         next[t] += 1;
     }
+}
+
+/// Sets as many one-minute timers as it is told, and reports each answer.
+struct TimerHog {
+    report: Sender<Result<(), String>>,
+}
+
+impl Actor for TimerHog {
+    type Msg = u32;
+    fn handle(&mut self, ctx: &mut Context<'_, Self>, count: u32) -> Result<(), ActorError> {
+        let me = ctx.myself();
+        for _ in 0..count {
+            let answer = ctx
+                .send_after(&me, 0, Duration::from_secs(60))
+                .map(drop)
+                .map_err(|e| e.to_string());
+            let _ = self.report.send(answer);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_full_timer_wheel_is_a_named_error_and_the_shard_keeps_running() {
+    let rt = Runtime::builder().shards(1).pin(false).timer_capacity(2).build().unwrap();
+    let (report, answers) = channel();
+    let hog = rt.spawn(TimerHog { report }).unwrap();
+    hog.try_send(3).unwrap();
+    let answers: Vec<_> = (0..3).map(|_| answers.recv_timeout(PATIENCE).unwrap()).collect();
+    assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+    let refused = answers[2].as_ref().unwrap_err();
+    assert!(refused.contains("timer wheel is full"), "{refused}");
+    let (target, seen) = recorder(&rt);
+    target.try_send(Rec::Value(1)).unwrap();
+    assert_eq!(seen.recv_timeout(PATIENCE).unwrap().1, 1);
 }

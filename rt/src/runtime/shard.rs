@@ -89,14 +89,7 @@ impl ShardCtx {
 
     pub(crate) fn actor_died(&mut self, id: ActorId, crashed: bool) {
         let counters = &self.sched.all_counters()[self.index];
-        counters.add(
-            if crashed {
-                Counter::Crashes
-            } else {
-                Counter::Stops
-            },
-            1,
-        );
+        counters.add(if crashed { Counter::Crashes } else { Counter::Stops }, 1);
         self.sched.release_slot(id);
     }
 
@@ -122,6 +115,9 @@ pub(crate) struct Shard {
     /// Alternates the run queues' turns so neither starves the other.
     pinned_turn: bool,
     next_victim: usize,
+    /// The time at the start of this round or the end of the last turn:
+    /// the shard reads the clock once per turn and once per round.
+    clock: Instant,
 }
 
 impl Shard {
@@ -143,18 +139,13 @@ impl Shard {
         };
         let (io, _) = Io::new(config.io_backend, config.max_io_in_flight, index, waker)?;
         Ok(Shard {
-            ctx: ShardCtx {
-                index,
-                sched,
-                budget,
-                timers,
-                io,
-            },
+            ctx: ShardCtx { index, sched, budget, timers, io },
             queues,
             incoming,
             parker,
             pinned_turn: false,
             next_victim: index + 1,
+            clock: Instant::now(),
         })
     }
 
@@ -164,6 +155,7 @@ impl Shard {
         let _span = tracing::debug_span!("shard", index = self.ctx.index).entered();
         let mut idle_since: Option<Instant> = None;
         loop {
+            self.clock = Instant::now();
             self.take_incoming();
             self.fire_timers();
             self.poll_io();
@@ -179,7 +171,7 @@ impl Shard {
                 idle_since = None;
                 continue;
             }
-            let now = Instant::now();
+            let now = self.clock;
             let idle = now.duration_since(*idle_since.get_or_insert(now));
             if let Some(ptr) = self.steal(idle >= STEAL_LONE_AFTER) {
                 idle_since = None;
@@ -208,9 +200,12 @@ impl Shard {
         let runnable = unsafe { ptr.0.as_ref() };
         let header = runnable.header();
         let (name, id, pinned) = (header.name, header.id, header.pinned);
-        let started = Instant::now();
+        // One clock read per turn: this turn starts when the last one (or
+        // the round) ended.
+        let started = self.clock;
         let outcome = runnable.run(&mut self.ctx);
-        let held = started.elapsed();
+        self.clock = Instant::now();
+        let held = self.clock.duration_since(started);
         if held > self.ctx.sched.config.stall_limit {
             self.report_stall(name, id, held);
         }
@@ -281,7 +276,7 @@ impl Shard {
     }
 
     fn fire_timers(&mut self) {
-        let fired = self.ctx.timers.fire_due(Instant::now());
+        let fired = self.ctx.timers.fire_due(self.clock);
         if fired > 0 {
             self.ctx.sched.all_counters()[self.ctx.index].add(Counter::TimersFired, fired as u64);
             self.queues.flush();
@@ -311,9 +306,8 @@ impl Shard {
                 continue;
             }
             let before = self.queues.worker.len();
-            if let Steal::Success(ptr) = shards[victim]
-                .stealer
-                .steal_batch_and_pop(&self.queues.worker, STEAL_BATCH_MAX)
+            if let Steal::Success(ptr) =
+                shards[victim].stealer.steal_batch_and_pop(&self.queues.worker, STEAL_BATCH_MAX)
             {
                 self.next_victim = victim;
                 let stolen = (self.queues.worker.len() - before + 1) as u64;
