@@ -41,10 +41,7 @@ impl Actor for Greeter {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder().build()?;
     for place in rt.placement() {
-        println!(
-            "shard {} runs on cpu {} (NUMA node {})",
-            place.shard, place.cpu, place.numa_node
-        );
+        println!("shard {} runs on cpu {} (NUMA node {})", place.shard, place.cpu, place.numa_node);
     }
     let greeter = rt.spawn(Greeter { greeted: 0 })?;
     for name in ["Ada", "Barbara", "Joe"] {

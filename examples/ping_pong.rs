@@ -34,10 +34,7 @@ impl Actor for Player {
                 }
             }
             Ball::Hit(left) => {
-                let partner = self
-                    .partner
-                    .as_ref()
-                    .ok_or_else(|| ActorError::msg("no partner"))?;
+                let partner = self.partner.as_ref().ok_or_else(|| ActorError::msg("no partner"))?;
                 // The partner handles one ball at a time: its mailbox has room.
                 partner.try_send(Ball::Hit(left - 1))?;
             }
@@ -47,11 +44,8 @@ impl Actor for Player {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let round_trips: u64 = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
+    let round_trips: u64 =
+        std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
     let rt = Runtime::builder().build()?;
     let shards = rt.shards(); // two players on two shards, or one on a 1-CPU box
     let (done_tx, done_rx) = mpsc::channel();
@@ -60,20 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pinned: true,
         ..SpawnOptions::default()
     };
-    let ping = rt.spawn_with(
-        Player {
-            partner: None,
-            done: Some(done_tx),
-        },
-        on(0),
-    )?;
-    let pong = rt.spawn_with(
-        Player {
-            partner: None,
-            done: None,
-        },
-        on(1),
-    )?;
+    let ping = rt.spawn_with(Player { partner: None, done: Some(done_tx) }, on(0))?;
+    let pong = rt.spawn_with(Player { partner: None, done: None }, on(1))?;
     ping.try_send(Ball::Meet(pong.clone()))?;
     pong.try_send(Ball::Meet(ping.clone()))?;
     let started = Instant::now();

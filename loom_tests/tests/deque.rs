@@ -39,19 +39,12 @@ fn drain(worker: &Worker<u32>) -> Vec<u32> {
 /// Asserts that `taken` holds exactly the values `1..=count`.
 fn assert_each_once(mut taken: Vec<u32>, count: u32) {
     taken.sort_unstable();
-    assert_eq!(
-        taken,
-        (1..=count).collect::<Vec<_>>(),
-        "lost or duplicated element"
-    );
+    assert_eq!(taken, (1..=count).collect::<Vec<_>>(), "lost or duplicated element");
 }
 
 /// Asserts that a thief's takes are oldest first.
 fn assert_increasing(taken: &[u32]) {
-    assert!(
-        taken.windows(2).all(|pair| pair[0] < pair[1]),
-        "thief out of order: {taken:?}"
-    );
+    assert!(taken.windows(2).all(|pair| pair[0] < pair[1]), "thief out of order: {taken:?}");
 }
 
 /// The owner pushes, pops and pushes across the ring's wrap while a thief
@@ -117,10 +110,7 @@ fn the_last_element_goes_to_exactly_one_side() {
         let thief = thread::spawn(move || steal_settled(&stealer));
         let popped = worker.pop();
         let stolen = thief.join().unwrap();
-        assert!(
-            popped.is_some() != stolen.is_some(),
-            "owner {popped:?}, thief {stolen:?}"
-        );
+        assert!(popped.is_some() != stolen.is_some(), "owner {popped:?}, thief {stolen:?}");
         assert_eq!(popped.or(stolen), Some(1));
         assert_eq!(worker.pop(), None);
     });

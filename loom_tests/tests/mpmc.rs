@@ -44,18 +44,11 @@ fn pop_then_push_is_never_refused() {
                 })
             })
             .collect();
-        let mut all: Vec<usize> = workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect();
+        let mut all: Vec<usize> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
         let rest = drain(&queue);
         assert_eq!(rest.len(), 2, "the queue ends as full as it started");
         for base in [10, 20] {
-            let mine: Vec<usize> = rest
-                .iter()
-                .copied()
-                .filter(|v| v / 10 == base / 10)
-                .collect();
+            let mine: Vec<usize> = rest.iter().copied().filter(|v| v / 10 == base / 10).collect();
             assert!(mine.windows(2).all(|w| w[0] < w[1]), "FIFO: {rest:?}");
         }
         all.extend(rest);
@@ -92,22 +85,13 @@ fn one_producer_two_consumers() {
                 })
             })
             .collect();
-        assert!(
-            queue.push(2).is_ok(),
-            "a queue of two refused its second element"
-        );
+        assert!(queue.push(2).is_ok(), "a queue of two refused its second element");
         pushed.store(2, Ordering::Release);
         let room_known = taken.load(Ordering::Acquire) > 0;
         let third = queue.push(3).map_err(|full| full.into_inner());
         assert!(!room_known || third.is_ok(), "full after a pop made room");
-        assert!(
-            third.is_ok() || third == Err(3),
-            "the refused value is handed back"
-        );
-        let popped: Vec<usize> = consumers
-            .into_iter()
-            .filter_map(|c| c.join().unwrap())
-            .collect();
+        assert!(third.is_ok() || third == Err(3), "the refused value is handed back");
+        let popped: Vec<usize> = consumers.into_iter().filter_map(|c| c.join().unwrap()).collect();
         let rest = drain(&queue);
         let mut all: Vec<usize> = popped.iter().chain(&rest).copied().collect();
         all.sort_unstable();
@@ -152,26 +136,16 @@ fn two_producers_one_consumer() {
             let known_pushed = finished.load(Ordering::Acquire);
             match queue.pop() {
                 Some(value) => out.push(value),
-                None => assert!(
-                    out.len() >= known_pushed,
-                    "empty with a finished push queued"
-                ),
+                None => assert!(out.len() >= known_pushed, "empty with a finished push queued"),
             }
         }
         let accepted: Vec<Vec<usize>> = producers.into_iter().map(|p| p.join().unwrap()).collect();
         out.extend(drain(&queue));
-        assert!(
-            accepted.iter().map(Vec::len).sum::<usize>() >= 2,
-            "a push refused with room"
-        );
+        assert!(accepted.iter().map(Vec::len).sum::<usize>() >= 2, "a push refused with room");
         for mine in &accepted {
             let seen: Vec<usize> = out.iter().copied().filter(|v| mine.contains(v)).collect();
             assert_eq!(&seen, mine, "lost, duplicated or reordered: out {out:?}");
         }
-        assert_eq!(
-            out.len(),
-            accepted.iter().map(Vec::len).sum::<usize>(),
-            "out {out:?}"
-        );
+        assert_eq!(out.len(), accepted.iter().map(Vec::len).sum::<usize>(), "out {out:?}");
     });
 }

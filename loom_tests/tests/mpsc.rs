@@ -52,10 +52,7 @@ fn two_producers_keep_their_order() {
         }
         let accepted: Vec<Vec<usize>> = producers.into_iter().map(|p| p.join().unwrap()).collect();
         let rest = drain(&mut rx);
-        assert!(
-            !none_after_all_sends || rest.is_empty(),
-            "None with {rest:?} ready"
-        );
+        assert!(!none_after_all_sends || rest.is_empty(), "None with {rest:?} ready");
         out.extend(rest);
         let out: Vec<usize> = out
             .into_iter()
@@ -64,19 +61,12 @@ fn two_producers_keep_their_order() {
                 Envelope::System(()) => panic!("nobody sent a signal"),
             })
             .collect();
-        assert!(
-            accepted.iter().map(Vec::len).sum::<usize>() >= 2,
-            "a send refused with room"
-        );
+        assert!(accepted.iter().map(Vec::len).sum::<usize>() >= 2, "a send refused with room");
         for mine in &accepted {
             let seen: Vec<usize> = out.iter().copied().filter(|v| mine.contains(v)).collect();
             assert_eq!(&seen, mine, "lost, duplicated or reordered: out {out:?}");
         }
-        assert_eq!(
-            out.len(),
-            accepted.iter().map(Vec::len).sum::<usize>(),
-            "out {out:?}"
-        );
+        assert_eq!(out.len(), accepted.iter().map(Vec::len).sum::<usize>(), "out {out:?}");
     });
 }
 
@@ -92,10 +82,7 @@ fn a_full_user_lane_does_not_block_the_system_lane() {
         tx.send(1).unwrap();
         let producer = thread::spawn(move || {
             let user = tx.send(2);
-            assert!(
-                tx.send_system("stop").is_ok(),
-                "the system lane refused a signal"
-            );
+            assert!(tx.send_system("stop").is_ok(), "the system lane refused a signal");
             user.map_err(|full| full.into_inner())
         });
         let first = rx.recv().expect("a message was queued before the spawn");

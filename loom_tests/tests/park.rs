@@ -67,10 +67,7 @@ fn one_unpark_releases_one_park() {
         let (parker, unparker) = park::pair();
         let producer = thread::spawn(move || unparker.unpark());
         parker.park();
-        assert!(
-            !parker.park_timeout(Duration::from_secs(1)),
-            "a token appeared twice"
-        );
+        assert!(!parker.park_timeout(Duration::from_secs(1)), "a token appeared twice");
         producer.join().unwrap();
     });
 }
@@ -91,10 +88,7 @@ fn park_timeout_reports_the_token_truly() {
         };
         loop {
             if parker.park_timeout(Duration::from_millis(1)) {
-                assert!(
-                    ready.load(Ordering::Relaxed),
-                    "woken without the publication"
-                );
+                assert!(ready.load(Ordering::Relaxed), "woken without the publication");
                 break;
             }
             thread::yield_now();

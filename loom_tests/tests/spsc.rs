@@ -54,10 +54,7 @@ fn batches_publish_a_prefix_in_order() {
         });
         let mut out = [0; 4];
         let popped = rx.pop_into(&mut out);
-        assert!(
-            popped >= 1,
-            "the element pushed before the spawn is always visible"
-        );
+        assert!(popped >= 1, "the element pushed before the spawn is always visible");
         for (offset, value) in out[..popped].iter().enumerate() {
             assert_eq!(*value, 10 + offset);
         }

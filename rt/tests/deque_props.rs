@@ -43,12 +43,7 @@ struct Pair {
 impl Pair {
     fn new(capacity: usize) -> Self {
         let (worker, stealer) = deque::bounded(capacity).unwrap();
-        Self {
-            worker,
-            stealer,
-            model: VecDeque::new(),
-            capacity,
-        }
+        Self { worker, stealer, model: VecDeque::new(), capacity }
     }
 
     fn check_len(&self) -> Result<(), TestCaseError> {
@@ -84,10 +79,7 @@ fn model_batch(victim: &mut Pair, local: &mut Pair, max: usize) -> Steal<u32> {
     let room = local.capacity - local.model.len();
     let total = half.min(max.max(1)).min(room + 1);
     for _ in 1..total {
-        let moved = victim
-            .model
-            .pop_front()
-            .expect("half never exceeds the length");
+        let moved = victim.model.pop_front().expect("half never exceeds the length");
         local.model.push_back(moved);
     }
     Steal::Success(first)
@@ -100,11 +92,8 @@ fn run(capacity: usize, local_capacity: usize, ops: &[Op]) -> Result<(), TestCas
     for op in ops {
         match op {
             Op::Push(value) => {
-                let expected = if victim.model.len() == capacity {
-                    Err(Full(*value))
-                } else {
-                    Ok(())
-                };
+                let expected =
+                    if victim.model.len() == capacity { Err(Full(*value)) } else { Ok(()) };
                 let answer = victim.worker.push(*value);
                 if answer.is_ok() {
                     victim.model.push_back(*value);

@@ -57,11 +57,7 @@ fn owner(worker: Worker<u64>, count: u64, start: &Barrier, done: &AtomicBool) ->
 /// One thief round against the owner; returns false if the owner's deque
 /// was empty.
 fn steal_round(victim: &Stealer<u64>, local: &Worker<u64>, batch: bool, taken: &mut Taken) -> bool {
-    let answer = if batch {
-        victim.steal_batch_and_pop(local, 32)
-    } else {
-        victim.steal()
-    };
+    let answer = if batch { victim.steal_batch_and_pop(local, 32) } else { victim.steal() };
     let first = match answer {
         Steal::Success(value) => value,
         Steal::Empty => return false,
@@ -75,16 +71,10 @@ fn steal_round(victim: &Stealer<u64>, local: &Worker<u64>, batch: bool, taken: &
     let mut moved: Vec<u64> = std::iter::from_fn(|| local.pop()).collect();
     moved.reverse();
     let previous = taken.ordered.last().copied();
-    assert!(
-        previous < Some(first),
-        "steal went backwards: {previous:?} then {first}"
-    );
+    assert!(previous < Some(first), "steal went backwards: {previous:?} then {first}");
     taken.ordered.push(first);
     for value in moved {
-        assert!(
-            taken.ordered.last() < Some(&value),
-            "batch out of order at {value}"
-        );
+        assert!(taken.ordered.last() < Some(&value), "batch out of order at {value}");
         taken.ordered.push(value);
     }
     true
@@ -124,19 +114,14 @@ fn run(capacity: usize, count: u64, modes: &[Mode]) {
     let (worker, stealer) = deque::bounded::<u64>(capacity).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(modes.len() + 1));
-    let locals: Vec<_> = modes
-        .iter()
-        .map(|_| deque::bounded::<u64>(64).unwrap())
-        .collect();
+    let locals: Vec<_> = modes.iter().map(|_| deque::bounded::<u64>(64).unwrap()).collect();
     let mut handles = Vec::new();
     let peers: Vec<Stealer<u64>> = locals.iter().map(|(_, stealer)| stealer.clone()).collect();
     for (index, ((local, _), mode)) in locals.into_iter().zip(modes.iter().copied()).enumerate() {
         let victim = stealer.clone();
         let peer = peers[(index + 1) % peers.len()].clone();
         let (start, done) = (start.clone(), done.clone());
-        handles.push(thread::spawn(move || {
-            thief(victim, local, peer, mode, &start, &done)
-        }));
+        handles.push(thread::spawn(move || thief(victim, local, peer, mode, &start, &done)));
     }
     let mut all = owner(worker, count, &start, &done);
     let mut ordered_total = 0;
@@ -156,10 +141,7 @@ fn check_each_once(values: &[u64], count: u64) {
     let mut seen = vec![false; count as usize];
     let (mut sum, mut xor) = (0u64, 0u64);
     for &value in values {
-        assert!(
-            !std::mem::replace(&mut seen[value as usize], true),
-            "{value} taken twice"
-        );
+        assert!(!std::mem::replace(&mut seen[value as usize], true), "{value} taken twice");
         sum = sum.wrapping_add(value);
         xor ^= value;
     }

@@ -97,12 +97,7 @@ impl Harness {
         assert_eq!(rt.io_backend(), kind);
         let (tx, reports) = channel();
         let driver = rt.spawn(Driver { reports: tx }).expect("spawn driver");
-        Some(Harness {
-            rt,
-            driver,
-            reports,
-            kind,
-        })
+        Some(Harness { rt, driver, reports, kind })
     }
 
     fn send(&self, msg: Msg) {
@@ -128,10 +123,7 @@ impl Harness {
     }
 
     fn open(&self, path: &Path, options: OpenOptions) -> IoFile {
-        match self.run(IoOp::Open {
-            path: path.to_path_buf(),
-            options,
-        }) {
+        match self.run(IoOp::Open { path: path.to_path_buf(), options }) {
             Ok(IoOutput::Opened(file)) => file,
             other => panic!("{}: open {}: {other:?}", self.kind, path.display()),
         }
@@ -139,20 +131,12 @@ impl Harness {
 
     fn close(&self, file: IoFile) {
         let closed = self.run(IoOp::Close { file });
-        assert!(
-            matches!(closed, Ok(IoOutput::Closed)),
-            "{}: close: {closed:?}",
-            self.kind
-        );
+        assert!(matches!(closed, Ok(IoOutput::Closed)), "{}: close: {closed:?}", self.kind);
     }
 
     fn assert_alive(&self) {
         self.send(Msg::Ping);
-        assert!(
-            matches!(self.next(), Report::Alive),
-            "{}: the driver stopped",
-            self.kind
-        );
+        assert!(matches!(self.next(), Report::Alive), "{}: the driver stopped", self.kind);
     }
 }
 
@@ -211,46 +195,17 @@ fn written_file_reads_back(kind: IoBackendKind) {
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
 
     let file = h.open(&path, OpenOptions::create_truncate());
-    let written = h.run(IoOp::Write {
-        file: file.clone(),
-        offset: 0,
-        data: data.clone(),
-    });
-    assert!(
-        matches!(written, Ok(IoOutput::Written(n)) if n == data.len()),
-        "{kind}: {written:?}"
-    );
-    assert!(
-        matches!(
-            h.run(IoOp::Fsync { file: file.clone() }),
-            Ok(IoOutput::Synced)
-        ),
-        "{kind}"
-    );
+    let written = h.run(IoOp::Write { file: file.clone(), offset: 0, data: data.clone() });
+    assert!(matches!(written, Ok(IoOutput::Written(n)) if n == data.len()), "{kind}: {written:?}");
+    assert!(matches!(h.run(IoOp::Fsync { file: file.clone() }), Ok(IoOutput::Synced)), "{kind}");
     h.close(file);
 
     let file = h.open(&path, OpenOptions::read_only());
-    let read = h.run(IoOp::Read {
-        file: file.clone(),
-        offset: 0,
-        len: data.len() + 10,
-    });
-    let Ok(IoOutput::Read(back)) = read else {
-        panic!("{kind}: read: {read:?}")
-    };
-    assert_eq!(
-        back, data,
-        "{kind}: the bytes read differ from those written"
-    );
-    let tail = h.run(IoOp::Read {
-        file: file.clone(),
-        offset: 99_990,
-        len: 100,
-    });
-    assert!(
-        matches!(&tail, Ok(IoOutput::Read(t)) if t[..] == data[99_990..]),
-        "{kind}: {tail:?}"
-    );
+    let read = h.run(IoOp::Read { file: file.clone(), offset: 0, len: data.len() + 10 });
+    let Ok(IoOutput::Read(back)) = read else { panic!("{kind}: read: {read:?}") };
+    assert_eq!(back, data, "{kind}: the bytes read differ from those written");
+    let tail = h.run(IoOp::Read { file: file.clone(), offset: 99_990, len: 100 });
+    assert!(matches!(&tail, Ok(IoOutput::Read(t)) if t[..] == data[99_990..]), "{kind}: {tail:?}");
     h.close(file);
     assert_eq!(std::fs::read(&path).unwrap(), data);
 }
@@ -261,12 +216,8 @@ fn missing_file(kind: IoBackendKind) {
     };
     let dir = TempDir::new("missing", kind);
     let path = dir.0.join("no-such-file");
-    let error = h
-        .run(IoOp::Open {
-            path: path.clone(),
-            options: OpenOptions::read_only(),
-        })
-        .unwrap_err();
+    let error =
+        h.run(IoOp::Open { path: path.clone(), options: OpenOptions::read_only() }).unwrap_err();
     assert!(
         matches!(&error, IoError::Os { op: "open", path: Some(p), .. } if *p == path),
         "{kind}: {error:?}"
@@ -299,34 +250,15 @@ fn close_and_access_errors(kind: IoBackendKind) {
     let Err(IoError::InUse { file, others: 1 }) = h.run(IoOp::Close { file }) else {
         panic!("{kind}: close in use")
     };
-    let message = IoError::InUse {
-        file: file.clone(),
-        others: 1,
-    }
-    .to_string();
-    assert!(
-        message.contains("refused") && message.contains(&*path.to_string_lossy()),
-        "{message}"
-    );
-    let read = h.run(IoOp::Read {
-        file: other.clone(),
-        offset: 0,
-        len: 3,
-    });
-    assert!(
-        matches!(&read, Ok(IoOutput::Read(b)) if b == b"abc"),
-        "{kind}: still open: {read:?}"
-    );
+    let message = IoError::InUse { file: file.clone(), others: 1 }.to_string();
+    assert!(message.contains("refused") && message.contains(&*path.to_string_lossy()), "{message}");
+    let read = h.run(IoOp::Read { file: other.clone(), offset: 0, len: 3 });
+    assert!(matches!(&read, Ok(IoOutput::Read(b)) if b == b"abc"), "{kind}: still open: {read:?}");
 
     // A write through a read-only descriptor: the kernel's EBADF, as an
     // error naming the operation and the file.
-    let error = h
-        .run(IoOp::Write {
-            file: other.clone(),
-            offset: 0,
-            data: b"x".to_vec(),
-        })
-        .unwrap_err();
+    let error =
+        h.run(IoOp::Write { file: other.clone(), offset: 0, data: b"x".to_vec() }).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{kind}: {error}");
     assert!(
         matches!(&error, IoError::Os { op: "write", path: Some(p), .. } if *p == path),
@@ -343,13 +275,9 @@ fn timeout_completes(kind: IoBackendKind) {
     let Some(h) = Harness::new(kind, 8) else {
         return;
     };
-    let done = h.run(IoOp::Timeout {
-        after: Duration::from_millis(5),
-    });
+    let done = h.run(IoOp::Timeout { after: Duration::from_millis(5) });
     assert!(matches!(done, Ok(IoOutput::TimedOut)), "{kind}: {done:?}");
-    let done = h.run(IoOp::Timeout {
-        after: Duration::ZERO,
-    });
+    let done = h.run(IoOp::Timeout { after: Duration::ZERO });
     assert!(matches!(done, Ok(IoOutput::TimedOut)), "{kind}: {done:?}");
 }
 
@@ -357,9 +285,7 @@ fn queue_full(kind: IoBackendKind) {
     let Some(h) = Harness::new(kind, 2) else {
         return;
     };
-    let timeout = || IoOp::Timeout {
-        after: Duration::from_millis(20),
-    };
+    let timeout = || IoOp::Timeout { after: Duration::from_millis(20) };
     h.send(Msg::Start(vec![timeout(), timeout(), timeout()]));
     let mut refused = 0;
     let mut timed_out = 0;
@@ -389,9 +315,7 @@ fn result_for_dead_actor(kind: IoBackendKind) {
     let before = h.rt.metrics().total(Counter::RepliesDropped);
     doomed
         .send_timeout(
-            Msg::StartAndStop(IoOp::Timeout {
-                after: Duration::from_millis(10),
-            }),
+            Msg::StartAndStop(IoOp::Timeout { after: Duration::from_millis(10) }),
             PATIENCE,
         )
         .unwrap();
@@ -472,10 +396,7 @@ fn disk_full(kind: IoBackendKind) {
         matches!(&error, IoError::Os { op: "write", path: Some(p), .. } if *p == path),
         "{kind}: {error:?}"
     );
-    assert!(
-        error.to_string().contains("No space left on device"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("No space left on device"), "{error}");
     h.close(file);
     h.assert_alive();
 }
@@ -491,12 +412,7 @@ fn the_runtime_reports_its_backend_and_checks_the_in_flight_limit() {
     assert_eq!(rt.io_backend(), IoBackendKind::Threads);
     assert_eq!(rt.io_backend().to_string(), "threads");
     drop(rt);
-    let error = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .max_io_in_flight(0)
-        .build()
-        .unwrap_err();
+    let error = Runtime::builder().shards(1).pin(false).max_io_in_flight(0).build().unwrap_err();
     assert!(matches!(error, RuntimeError::Config(_)), "{error}");
     assert!(error.to_string().contains("max_io_in_flight"), "{error}");
 }

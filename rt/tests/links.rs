@@ -56,11 +56,7 @@ impl Actor for Linker {
         from: zbmd_rt::ActorId,
         reason: ExitReason,
     ) -> Result<(), ActorError> {
-        let _ = self.events.send(Event::Exit {
-            me: ctx.id(),
-            from,
-            reason,
-        });
+        let _ = self.events.send(Event::Exit { me: ctx.id(), from, reason });
         Ok(())
     }
 
@@ -83,20 +79,12 @@ fn linker(
     events: &std::sync::mpsc::Sender<Event>,
     trap_exit: bool,
 ) -> ActorRef<Cmd> {
-    rt.spawn(Linker {
-        events: events.clone(),
-        trap_exit,
-    })
-    .unwrap()
+    rt.spawn(Linker { events: events.clone(), trap_exit }).unwrap()
 }
 
 fn stopped(rx: &std::sync::mpsc::Receiver<Event>, who: &ActorRef<Cmd>) -> ExitReason {
     let id = who.id();
-    match expect(
-        rx,
-        "a stop",
-        |e| matches!(e, Event::Stopping(i, _) if *i == id),
-    ) {
+    match expect(rx, "a stop", |e| matches!(e, Event::Stopping(i, _) if *i == id)) {
         Event::Stopping(_, reason) => reason,
         _ => unreachable!(),
     }
@@ -133,11 +121,7 @@ fn a_trapping_actor_receives_the_exit_as_a_message_and_lives() {
     b.try_send(Cmd::Crash).unwrap();
     let (a_id, b_id) = (a.id(), b.id());
     expect(&rx, "the exit message", |e| {
-        *e == Event::Exit {
-            me: a_id,
-            from: b_id,
-            reason: ExitReason::error("boom"),
-        }
+        *e == Event::Exit { me: a_id, from: b_id, reason: ExitReason::error("boom") }
     });
     a.try_send(Cmd::Link(b.pid())).unwrap(); // still alive and handling
     handled(&rx, &a);
@@ -155,11 +139,7 @@ fn a_normal_exit_does_not_kill_a_linked_actor() {
     b.try_send(Cmd::Stop(ExitReason::Normal)).unwrap();
     assert_eq!(stopped(&rx, &b), ExitReason::Normal);
     let a_id = a.id();
-    expect_none(
-        &rx,
-        "a stopping",
-        |e| matches!(e, Event::Stopping(i, _) if *i == a_id),
-    );
+    expect_none(&rx, "a stopping", |e| matches!(e, Event::Stopping(i, _) if *i == a_id));
     assert!(a.is_alive());
 }
 
@@ -168,24 +148,15 @@ fn kill_sent_directly_cannot_be_trapped_and_links_see_killed() {
     // OTP: exit(Pid, kill) is untrappable; the victim dies with `killed`, which its links receive.
     let rt = runtime(2);
     let (tx, rx) = events();
-    let (victim, watcher, killer) = (
-        linker(&rt, &tx, true),
-        linker(&rt, &tx, true),
-        linker(&rt, &tx, false),
-    );
+    let (victim, watcher, killer) =
+        (linker(&rt, &tx, true), linker(&rt, &tx, true), linker(&rt, &tx, false));
     watcher.try_send(Cmd::Link(victim.pid())).unwrap();
     handled(&rx, &watcher);
-    killer
-        .try_send(Cmd::Exit(victim.pid(), ExitReason::Kill))
-        .unwrap();
+    killer.try_send(Cmd::Exit(victim.pid(), ExitReason::Kill)).unwrap();
     assert_eq!(stopped(&rx, &victim), ExitReason::Killed);
     let (w, v) = (watcher.id(), victim.id());
     expect(&rx, "killed via the link", |e| {
-        *e == Event::Exit {
-            me: w,
-            from: v,
-            reason: ExitReason::Killed,
-        }
+        *e == Event::Exit { me: w, from: v, reason: ExitReason::Killed }
     });
 }
 
@@ -195,16 +166,10 @@ fn a_direct_exit_with_an_abnormal_reason_is_trappable() {
     let rt = runtime(1);
     let (tx, rx) = events();
     let (target, sender) = (linker(&rt, &tx, true), linker(&rt, &tx, false));
-    sender
-        .try_send(Cmd::Exit(target.pid(), ExitReason::error("go away")))
-        .unwrap();
+    sender.try_send(Cmd::Exit(target.pid(), ExitReason::error("go away"))).unwrap();
     let (t, s) = (target.id(), sender.id());
     expect(&rx, "the trapped exit", |e| {
-        *e == Event::Exit {
-            me: t,
-            from: s,
-            reason: ExitReason::error("go away"),
-        }
+        *e == Event::Exit { me: t, from: s, reason: ExitReason::error("go away") }
     });
     assert!(target.is_alive());
 }
@@ -215,9 +180,7 @@ fn a_direct_normal_exit_is_ignored_by_a_non_trapping_actor() {
     let rt = runtime(1);
     let (tx, rx) = events();
     let (target, sender) = (linker(&rt, &tx, false), linker(&rt, &tx, false));
-    sender
-        .try_send(Cmd::Exit(target.pid(), ExitReason::Normal))
-        .unwrap();
+    sender.try_send(Cmd::Exit(target.pid(), ExitReason::Normal)).unwrap();
     handled(&rx, &sender);
     target.try_send(Cmd::Link(sender.pid())).unwrap();
     handled(&rx, &target);
@@ -236,16 +199,8 @@ fn linking_twice_makes_one_link() {
     handled(&rx, &a);
     b.try_send(Cmd::Crash).unwrap();
     let a_id = a.id();
-    expect(
-        &rx,
-        "one exit",
-        |e| matches!(e, Event::Exit { me, .. } if *me == a_id),
-    );
-    expect_none(
-        &rx,
-        "a second exit",
-        |e| matches!(e, Event::Exit { me, .. } if *me == a_id),
-    );
+    expect(&rx, "one exit", |e| matches!(e, Event::Exit { me, .. } if *me == a_id));
+    expect_none(&rx, "a second exit", |e| matches!(e, Event::Exit { me, .. } if *me == a_id));
 }
 
 #[test]
@@ -261,11 +216,7 @@ fn unlink_stops_exits_from_propagating() {
     b.try_send(Cmd::Crash).unwrap();
     stopped(&rx, &b);
     let a_id = a.id();
-    expect_none(
-        &rx,
-        "a stopping",
-        |e| matches!(e, Event::Stopping(i, _) if *i == a_id),
-    );
+    expect_none(&rx, "a stopping", |e| matches!(e, Event::Stopping(i, _) if *i == a_id));
 }
 
 #[test]
@@ -280,11 +231,7 @@ fn linking_to_a_dead_actor_delivers_noproc() {
     a.try_send(Cmd::Link(b.pid())).unwrap();
     let (a_id, b_id) = (a.id(), b.id());
     expect(&rx, "noproc", |e| {
-        *e == Event::Exit {
-            me: a_id,
-            from: b_id,
-            reason: ExitReason::NoProc,
-        }
+        *e == Event::Exit { me: a_id, from: b_id, reason: ExitReason::NoProc }
     });
 }
 
@@ -300,16 +247,8 @@ fn monitors_stack_and_each_delivers_its_own_down() {
     handled(&rx, &watcher);
     target.try_send(Cmd::Crash).unwrap();
     let w = watcher.id();
-    let first = expect(
-        &rx,
-        "first down",
-        |e| matches!(e, Event::Down { me, .. } if *me == w),
-    );
-    let second = expect(
-        &rx,
-        "second down",
-        |e| matches!(e, Event::Down { me, .. } if *me == w),
-    );
+    let first = expect(&rx, "first down", |e| matches!(e, Event::Down { me, .. } if *me == w));
+    let second = expect(&rx, "second down", |e| matches!(e, Event::Down { me, .. } if *me == w));
     let (Event::Down { down: d1, .. }, Event::Down { down: d2, .. }) = (first, second) else {
         unreachable!()
     };
@@ -343,18 +282,12 @@ fn demonitor_means_no_down() {
     let rt = runtime(1);
     let (tx, rx) = events();
     let (watcher, target) = (linker(&rt, &tx, false), linker(&rt, &tx, false));
-    watcher
-        .try_send(Cmd::MonitorThenDemonitor(target.pid()))
-        .unwrap();
+    watcher.try_send(Cmd::MonitorThenDemonitor(target.pid())).unwrap();
     handled(&rx, &watcher);
     target.try_send(Cmd::Crash).unwrap();
     stopped(&rx, &target);
     let w = watcher.id();
-    expect_none(
-        &rx,
-        "a down",
-        |e| matches!(e, Event::Down { me, .. } if *me == w),
-    );
+    expect_none(&rx, "a down", |e| matches!(e, Event::Down { me, .. } if *me == w));
 }
 
 #[test]
@@ -376,14 +309,9 @@ fn a_panicking_handler_crashes_only_its_actor() {
     handled(&rx, &watcher);
     panicker.try_send(()).unwrap();
     let w = watcher.id();
-    let down = expect(
-        &rx,
-        "the panicker's down",
-        |e| matches!(e, Event::Down { me, .. } if *me == w),
-    );
-    let Event::Down { down, .. } = down else {
-        unreachable!()
-    };
+    let down =
+        expect(&rx, "the panicker's down", |e| matches!(e, Event::Down { me, .. } if *me == w));
+    let Event::Down { down, .. } = down else { unreachable!() };
     assert_eq!(down.reason, ExitReason::error("panicked: handler bug"));
     neighbour.try_send(7).unwrap();
     let n = neighbour.id();

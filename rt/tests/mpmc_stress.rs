@@ -102,9 +102,8 @@ fn two_producers_two_consumers_deliver_every_element_once() {
                 })
             })
             .collect();
-        let consumers: Vec<_> = (0..CONSUMERS)
-            .map(|_| scope.spawn(|| consume(&queue, &producers_done)))
-            .collect();
+        let consumers: Vec<_> =
+            (0..CONSUMERS).map(|_| scope.spawn(|| consume(&queue, &producers_done))).collect();
         let mut pushed = Tally::default();
         for producer in producers {
             pushed.merge(producer.join().unwrap());

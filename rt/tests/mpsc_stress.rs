@@ -84,11 +84,7 @@ fn consume(rx: &mut MailboxReceiver<u64, u64>, expected: u64) -> (Tally, Tally) 
             }
         };
         let (producer, seq) = ((message >> 32) as usize, message & 0xFFFF_FFFF);
-        assert!(
-            seq >= next[producer],
-            "producer {producer}: {seq} after {}",
-            next[producer]
-        );
+        assert!(seq >= next[producer], "producer {producer}: {seq} after {}", next[producer]);
         next[producer] = seq + 1;
         tally.add(message);
     }

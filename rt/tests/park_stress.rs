@@ -42,11 +42,7 @@ struct Side {
 /// counter reaches the turn, advances it, and wakes the other side. Returns
 /// how many hand-offs it made and how many times it woke by token.
 fn run_side(turn: &AtomicU64, first: u64, count: u64, side: &Side) -> (u64, u64) {
-    let Side {
-        parker,
-        peer,
-        sleep,
-    } = side;
+    let Side { parker, peer, sleep } = side;
     let (mut handoffs, mut tokens) = (0, 0);
     for mine in (first..count).step_by(2) {
         while turn.load(Ordering::Relaxed) != mine {
@@ -70,16 +66,8 @@ fn ping_pong(count: u64, sleep_a: Sleep, sleep_b: Sleep) {
     let (parker_a, unparker_a) = park::pair();
     let (parker_b, unparker_b) = park::pair();
     let sides = [
-        Side {
-            parker: parker_a,
-            peer: unparker_b,
-            sleep: sleep_a,
-        },
-        Side {
-            parker: parker_b,
-            peer: unparker_a,
-            sleep: sleep_b,
-        },
+        Side { parker: parker_a, peer: unparker_b, sleep: sleep_a },
+        Side { parker: parker_b, peer: unparker_a, sleep: sleep_b },
     ];
     let turn = Arc::new(AtomicU64::new(0));
     let (report, reports) = mpsc::channel();
@@ -107,9 +95,5 @@ fn a_million_handoffs_with_park() {
 
 #[test]
 fn handoffs_with_timeouts_racing_unparks() {
-    ping_pong(
-        HANDOFFS_TIMED,
-        Sleep::Park,
-        Sleep::ParkTimeout(Duration::from_micros(50)),
-    );
+    ping_pong(HANDOFFS_TIMED, Sleep::Park, Sleep::ParkTimeout(Duration::from_micros(50)));
 }

@@ -76,11 +76,7 @@ fn batches_arrive_once_in_order() {
             thread::yield_now();
         }
         for value in &out[..popped] {
-            assert_eq!(
-                *value,
-                mix(next),
-                "element {next} out of order or corrupted"
-            );
+            assert_eq!(*value, mix(next), "element {next} out of order or corrupted");
             next += 1;
         }
     }

@@ -111,14 +111,8 @@ impl Harness {
         let seq = self.timers.len() as u64;
         match self.wheel.insert(deadline, seq) {
             Ok(key) => {
-                prop_assert!(
-                    self.model.len() < self.wheel.capacity(),
-                    "accepted beyond capacity"
-                );
-                prop_assert!(
-                    self.seq_of.insert(key, seq).is_none(),
-                    "a key was issued twice"
-                );
+                prop_assert!(self.model.len() < self.wheel.capacity(), "accepted beyond capacity");
+                prop_assert!(self.seq_of.insert(key, seq).is_none(), "a key was issued twice");
                 self.timers.push((key, due_tick, Fate::Pending));
                 self.model.insert((due_tick, seq), ());
             }
@@ -158,18 +152,9 @@ impl Harness {
         self.now_tick = self.now_tick.max(now_tick);
         let mut last_due = 0;
         for &(key, seq) in &fired {
-            prop_assert_eq!(
-                self.seq_of.get(&key),
-                Some(&seq),
-                "fired with a key not its own"
-            );
+            prop_assert_eq!(self.seq_of.get(&key), Some(&seq), "fired with a key not its own");
             let (_, due_tick, fate) = self.timers[seq as usize];
-            prop_assert_eq!(
-                fate,
-                Fate::Pending,
-                "timer {} fired twice or after a cancel",
-                seq
-            );
+            prop_assert_eq!(fate, Fate::Pending, "timer {} fired twice or after a cancel", seq);
             prop_assert!(
                 due_tick <= self.now_tick,
                 "timer {} due at {} fired early",
@@ -200,21 +185,15 @@ impl Harness {
         match (self.wheel.next_deadline(), self.model.keys().next()) {
             (None, None) => {}
             (Some(next), Some(&(earliest_due, _))) => {
-                prop_assert!(
-                    next <= self.instant(earliest_due, 0),
-                    "next_deadline is too late"
-                );
+                prop_assert!(next <= self.instant(earliest_due, 0), "next_deadline is too late");
                 prop_assert!(
                     next >= self.instant(self.now_tick, 0),
                     "next_deadline is in the past"
                 );
             }
-            (next, earliest) => prop_assert!(
-                false,
-                "next_deadline {:?} with {:?} pending",
-                next,
-                earliest
-            ),
+            (next, earliest) => {
+                prop_assert!(false, "next_deadline {:?} with {:?} pending", next, earliest)
+            }
         }
         Ok(())
     }

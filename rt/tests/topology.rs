@@ -43,9 +43,7 @@ fn cpulist_formats_canonically() {
 
 #[test]
 fn cpulist_rejects_malformed_text() {
-    for bad in [
-        "a", "1,,2", ",1", "0-3,", "-1", "1-", "3-1", "1 2", "+1", "1-2-3", "0x1", "1;2",
-    ] {
+    for bad in ["a", "1,,2", ",1", "0-3,", "-1", "1-", "3-1", "1 2", "+1", "1-2-3", "0x1", "1;2"] {
         match CpuSet::parse_list(bad) {
             Err(TopologyError::CpuListParse { input, .. }) => assert_eq!(input, bad.trim()),
             other => panic!("{bad:?} gave {other:?}"),
@@ -58,21 +56,12 @@ fn cpulist_rejects_cpus_beyond_the_maximum() {
     for bad in ["1024", "0-5000", "99999999999999999999999"] {
         let err = CpuSet::parse_list(bad).unwrap_err();
         assert!(
-            matches!(
-                err,
-                TopologyError::CpuOutOfRange { .. } | TopologyError::CpuListParse { .. }
-            ),
+            matches!(err, TopologyError::CpuOutOfRange { .. } | TopologyError::CpuListParse { .. }),
             "{bad:?} gave {err:?}"
         );
     }
     let err = CpuSet::from_cpus([MAX_CPUS]).unwrap_err();
-    assert!(matches!(
-        err,
-        TopologyError::CpuOutOfRange {
-            cpu: MAX_CPUS,
-            max: MAX_CPUS
-        }
-    ));
+    assert!(matches!(err, TopologyError::CpuOutOfRange { cpu: MAX_CPUS, max: MAX_CPUS }));
     assert!(err.to_string().contains("1024"), "{err}");
 }
 
@@ -155,38 +144,23 @@ fn two_socket_tree() -> FakeSysfs {
     fake.write(&format!("{NODE}/has_cpu"), "0-3");
     for core in 0..8 {
         let (package, node) = (core / 4, core / 2);
-        let node_cpus = format!(
-            "{},{},{},{}",
-            node * 2,
-            node * 2 + 1,
-            node * 2 + 8,
-            node * 2 + 9
-        );
+        let node_cpus = format!("{},{},{},{}", node * 2, node * 2 + 1, node * 2 + 8, node * 2 + 9);
         for cpu in [core, core + 8] {
             let dir = format!("{CPU}/cpu{cpu}");
-            fake.write(
-                &format!("{dir}/topology/physical_package_id"),
-                &package.to_string(),
-            );
+            fake.write(&format!("{dir}/topology/physical_package_id"), &package.to_string());
             fake.write(&format!("{dir}/topology/core_id"), &(core % 4).to_string());
             fake.write(
                 &format!("{dir}/topology/thread_siblings_list"),
                 &format!("{core},{}", core + 8),
             );
-            let caches = [
-                ("1", "Data", "48K"),
-                ("1", "Instruction", "32K"),
-                ("2", "Unified", "2048K"),
-            ];
+            let caches =
+                [("1", "Data", "48K"), ("1", "Instruction", "32K"), ("2", "Unified", "2048K")];
             for (index, (level, kind, size)) in caches.into_iter().enumerate() {
                 let cache = format!("{dir}/cache/index{index}");
                 fake.write(&format!("{cache}/level"), level);
                 fake.write(&format!("{cache}/type"), kind);
                 fake.write(&format!("{cache}/size"), size);
-                fake.write(
-                    &format!("{cache}/shared_cpu_list"),
-                    &format!("{core},{}", core + 8),
-                );
+                fake.write(&format!("{cache}/shared_cpu_list"), &format!("{core},{}", core + 8));
             }
             let l3 = format!("{dir}/cache/index3");
             fake.write(&format!("{l3}/level"), "3");
@@ -209,17 +183,9 @@ fn sysfs_reads_a_two_socket_smt_tree() {
     assert_eq!(t.cpus(), set("0-15"));
     assert_eq!(t.packages().len(), 2);
     assert_eq!(t.packages()[1].cpus, set("4-7,12-15"));
-    let nodes: Vec<(usize, String)> = t
-        .numa_nodes()
-        .iter()
-        .map(|n| (n.id, n.cpus.to_string()))
-        .collect();
-    let expected = [
-        (0, "0-1,8-9"),
-        (1, "2-3,10-11"),
-        (2, "4-5,12-13"),
-        (3, "6-7,14-15"),
-    ];
+    let nodes: Vec<(usize, String)> =
+        t.numa_nodes().iter().map(|n| (n.id, n.cpus.to_string())).collect();
+    let expected = [(0, "0-1,8-9"), (1, "2-3,10-11"), (2, "4-5,12-13"), (3, "6-7,14-15")];
     assert_eq!(nodes, expected.map(|(id, cpus)| (id, cpus.to_owned())));
     // core_id repeats across packages, yet the 8 cores stay distinct.
     assert_eq!(t.cores().len(), 8);
@@ -240,12 +206,8 @@ fn sysfs_reads_a_two_socket_smt_tree() {
 fn sysfs_reads_caches_without_instruction_caches() {
     let fake = two_socket_tree();
     let t = Topology::from_sysfs_root(&fake.root).unwrap();
-    let count = |level, kind| {
-        t.caches()
-            .iter()
-            .filter(|c| c.level == level && c.kind == kind)
-            .count()
-    };
+    let count =
+        |level, kind| t.caches().iter().filter(|c| c.level == level && c.kind == kind).count();
     assert_eq!(count(1, CacheKind::Data), 8);
     assert_eq!(count(2, CacheKind::Unified), 8);
     assert_eq!(count(3, CacheKind::Unified), 4);
@@ -258,12 +220,7 @@ fn sysfs_reads_caches_without_instruction_caches() {
         };
         assert_eq!(cache.size_bytes, Some(expected));
     }
-    let l3: Vec<CpuSet> = t
-        .caches()
-        .iter()
-        .filter(|c| c.level == 3)
-        .map(|c| c.cpus)
-        .collect();
+    let l3: Vec<CpuSet> = t.caches().iter().filter(|c| c.level == 3).map(|c| c.cpus).collect();
     let nodes: Vec<CpuSet> = t.numa_nodes().iter().map(|n| n.cpus).collect();
     assert_eq!(l3, nodes, "one L3 per NUMA node");
 }
@@ -286,14 +243,9 @@ fn sysfs_malformed_values_name_their_file() {
         fake.write(&file, value);
         match Topology::from_sysfs_root(&fake.root) {
             Err(err @ TopologyError::Malformed { .. }) => {
-                let TopologyError::Malformed { path, .. } = &err else {
-                    unreachable!()
-                };
+                let TopologyError::Malformed { path, .. } = &err else { unreachable!() };
                 assert_eq!(path, &fake.path(&file));
-                assert!(
-                    err.to_string().contains(&file),
-                    "message names the file: {err}"
-                );
+                assert!(err.to_string().contains(&file), "message names the file: {err}");
             }
             other => panic!("{file} = {value:?} gave {other:?}"),
         }
@@ -307,10 +259,7 @@ fn sysfs_missing_files_degrade_gracefully() {
     // name that must be ignored.
     let fake = FakeSysfs::new("sparse");
     for cpu in 0..4 {
-        fake.write(
-            &format!("{CPU}/cpu{cpu}/topology/core_id"),
-            &(cpu / 2).to_string(),
-        );
+        fake.write(&format!("{CPU}/cpu{cpu}/topology/core_id"), &(cpu / 2).to_string());
     }
     fake.write(&format!("{CPU}/cpuidle/current_driver"), "none");
     let t = Topology::from_sysfs_root(&fake.root).unwrap();
@@ -318,10 +267,7 @@ fn sysfs_missing_files_degrade_gracefully() {
     assert_eq!(t.packages().len(), 1);
     assert_eq!(t.numa_nodes().len(), 1);
     assert_eq!(t.numa_nodes()[0].id, 0);
-    assert_eq!(
-        t.cores().iter().map(|c| c.cpus).collect::<Vec<_>>(),
-        [set("0-1"), set("2-3")]
-    );
+    assert_eq!(t.cores().iter().map(|c| c.cpus).collect::<Vec<_>>(), [set("0-1"), set("2-3")]);
     assert!(t.caches().is_empty());
 }
 
@@ -333,20 +279,14 @@ fn sysfs_leaves_out_offline_cpus_and_cpuless_nodes() {
     let t = Topology::from_sysfs_root(&fake.root).unwrap();
     assert_eq!(t.cpus(), set("0-14"));
     assert_eq!(t.smt_siblings(7), Some(set("7")));
-    assert_eq!(
-        t.numa_nodes().iter().map(|n| n.id).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
-    );
+    assert_eq!(t.numa_nodes().iter().map(|n| n.id).collect::<Vec<_>>(), [0, 1, 2, 3]);
 }
 
 #[test]
 fn sysfs_tree_without_cpus_is_an_error() {
     let fake = FakeSysfs::new("empty");
     fs::create_dir_all(fake.path(CPU)).unwrap();
-    assert!(matches!(
-        Topology::from_sysfs_root(&fake.root),
-        Err(TopologyError::NoCpus { .. })
-    ));
+    assert!(matches!(Topology::from_sysfs_root(&fake.root), Err(TopologyError::NoCpus { .. })));
     let missing = Topology::from_sysfs_root(fake.path("nowhere")).unwrap_err();
     assert!(matches!(missing, TopologyError::Io { .. }), "{missing:?}");
 }
@@ -360,10 +300,7 @@ fn pack_follows_sysfs_numbering() {
     let plan = place(&t, &t.cpus(), 5, &Placement::Pack).unwrap();
     assert_eq!(cpus_of(&plan), [0, 1, 8, 9, 2]);
     let plan = place(&t, &t.cpus(), 4, &Placement::Spread).unwrap();
-    assert_eq!(
-        plan.iter().map(|p| p.numa_node).collect::<Vec<_>>(),
-        [0, 2, 1, 3]
-    );
+    assert_eq!(plan.iter().map(|p| p.numa_node).collect::<Vec<_>>(), [0, 2, 1, 3]);
 }
 
 // ---------------------------------------------------------------- synthetic machines
@@ -388,52 +325,22 @@ fn synthetic_machine_has_the_asked_shape() {
     assert_eq!((t.cores().len(), t.pus().len()), (16, 32));
     assert_eq!(t.numa_nodes()[1].cpus, set("8-15"));
     assert_eq!(t.smt_siblings(9), Some(set("8-9")));
-    let l3: Vec<CpuSet> = t
-        .caches()
-        .iter()
-        .filter(|c| c.level == 3)
-        .map(|c| c.cpus)
-        .collect();
+    let l3: Vec<CpuSet> = t.caches().iter().filter(|c| c.level == 3).map(|c| c.cpus).collect();
     assert_eq!(l3, [set("0-7"), set("8-15"), set("16-23"), set("24-31")]);
     assert_eq!(t.caches().iter().filter(|c| c.level < 3).count(), 32);
-    let per_package = Topology::synthetic(&SyntheticSpec {
-        l3_per: L3Scope::Package,
-        ..TWO_SOCKETS
-    });
-    assert_eq!(
-        per_package
-            .unwrap()
-            .caches()
-            .iter()
-            .filter(|c| c.level == 3)
-            .count(),
-        2
-    );
-    assert!(
-        t.to_string()
-            .starts_with("2 packages, 4 NUMA nodes, 16 cores, 32 CPUs (0-31)")
-    );
+    let per_package =
+        Topology::synthetic(&SyntheticSpec { l3_per: L3Scope::Package, ..TWO_SOCKETS });
+    assert_eq!(per_package.unwrap().caches().iter().filter(|c| c.level == 3).count(), 2);
+    assert!(t.to_string().starts_with("2 packages, 4 NUMA nodes, 16 cores, 32 CPUs (0-31)"));
 }
 
 #[test]
 fn synthetic_rejects_impossible_specs() {
     for spec in [
-        SyntheticSpec {
-            packages: 0,
-            ..TWO_SOCKETS
-        },
-        SyntheticSpec {
-            threads_per_core: 0,
-            ..TWO_SOCKETS
-        },
-        SyntheticSpec {
-            cores_per_numa: 257,
-            ..TWO_SOCKETS
-        }, // 2056 CPUs
-        SyntheticSpec {
-            cores_per_numa: usize::MAX,
-            ..TWO_SOCKETS
-        },
+        SyntheticSpec { packages: 0, ..TWO_SOCKETS },
+        SyntheticSpec { threads_per_core: 0, ..TWO_SOCKETS },
+        SyntheticSpec { cores_per_numa: 257, ..TWO_SOCKETS }, // 2056 CPUs
+        SyntheticSpec { cores_per_numa: usize::MAX, ..TWO_SOCKETS },
     ] {
         match Topology::synthetic(&spec) {
             Err(TopologyError::InvalidSpec { .. }) => {}
@@ -449,21 +356,12 @@ fn restrict_keeps_ids_and_drops_emptied_groups() {
     let r = t.restrict(&set("17,19,25")).unwrap();
     assert_eq!(r.cpus(), set("17,19,25"));
     assert_eq!(r.packages().iter().map(|p| p.id).collect::<Vec<_>>(), [1]);
-    assert_eq!(
-        r.numa_nodes().iter().map(|n| n.id).collect::<Vec<_>>(),
-        [2, 3]
-    );
-    assert_eq!(
-        r.cores().iter().map(|c| c.id).collect::<Vec<_>>(),
-        [8, 9, 12]
-    );
+    assert_eq!(r.numa_nodes().iter().map(|n| n.id).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(r.cores().iter().map(|c| c.id).collect::<Vec<_>>(), [8, 9, 12]);
     assert_eq!(r.smt_siblings(17), Some(set("17")));
     assert!(r.caches().iter().all(|c| c.cpus.is_subset(&r.cpus())));
     let err = t.restrict(&set("100-200")).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::NoAllowedCpus { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::NoAllowedCpus { .. }), "{err:?}");
 }
 
 // ---------------------------------------------------------------- placement
@@ -475,10 +373,7 @@ fn pack_of_4_lands_on_distinct_cores_of_node_0() {
     assert!(plan.iter().all(|p| p.numa_node == 0 && p.package == 0));
     let cores: HashSet<usize> = plan.iter().map(|p| p.core).collect();
     assert_eq!(cores.len(), 4);
-    assert_eq!(
-        plan.iter().map(|p| p.shard).collect::<Vec<_>>(),
-        [0, 1, 2, 3]
-    );
+    assert_eq!(plan.iter().map(|p| p.shard).collect::<Vec<_>>(), [0, 1, 2, 3]);
 }
 
 #[test]
@@ -497,11 +392,7 @@ fn pack_fills_a_package_before_the_next() {
     let t = two_sockets();
     let plan = place(&t, &t.cpus(), 20, &Placement::Pack).unwrap();
     assert!(plan[..16].iter().all(|p| p.package == 0));
-    assert!(
-        plan[16..]
-            .iter()
-            .all(|p| p.package == 1 && p.numa_node == 2)
-    );
+    assert!(plan[16..].iter().all(|p| p.package == 1 && p.numa_node == 2));
 }
 
 #[test]
@@ -523,11 +414,7 @@ fn spread_never_picks_a_sibling_while_a_core_is_free() {
         for shards in 1..=allowed.len() {
             let plan = place(&t, &allowed, shards, &Placement::Spread).unwrap();
             let cores: HashSet<usize> = plan.iter().map(|p| p.core).collect();
-            assert_eq!(
-                cores.len(),
-                shards.min(usable.cores().len()),
-                "{shards} on {allowed}"
-            );
+            assert_eq!(cores.len(), shards.min(usable.cores().len()), "{shards} on {allowed}");
         }
     }
 }
@@ -546,10 +433,7 @@ fn cores_list_is_used_exactly_and_in_order() {
     let t = two_sockets();
     let plan = place(&t, &t.cpus(), 3, &Placement::Cores(vec![5, 3, 17])).unwrap();
     assert_eq!(cpus_of(&plan), [5, 3, 17]);
-    assert_eq!(
-        (plan[2].core, plan[2].numa_node, plan[2].package),
-        (8, 2, 1)
-    );
+    assert_eq!((plan[2].core, plan[2].numa_node, plan[2].package), (8, 2, 1));
 }
 
 #[test]
@@ -558,38 +442,17 @@ fn cores_list_is_validated() {
     let odd = CpuSet::from_cpus((1..32).step_by(2)).unwrap();
     let cores = |list: &[usize]| Placement::Cores(list.to_vec());
     let err = place(&t, &odd, 2, &cores(&[1, 4])).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::CpuNotAllowed { cpu: 4, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::CpuNotAllowed { cpu: 4, .. }), "{err:?}");
     assert!(err.to_string().contains("CPU 4"), "{err}");
     let err = place(&t, &t.cpus(), 3, &cores(&[1, 2, 1])).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::DuplicateCpu { cpu: 1 }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::DuplicateCpu { cpu: 1 }), "{err:?}");
     let err = place(&t, &t.cpus(), 3, &cores(&[1, 2])).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TopologyError::CpuListLength {
-                shards: 3,
-                listed: 2
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::CpuListLength { shards: 3, listed: 2 }), "{err:?}");
     let wide = set("0-63");
     let err = place(&t, &wide, 2, &cores(&[1, 40])).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::CpuNotInTopology { cpu: 40, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::CpuNotInTopology { cpu: 40, .. }), "{err:?}");
     let err = place(&t, &wide, 1, &cores(&[5000])).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::CpuOutOfRange { cpu: 5000, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::CpuOutOfRange { cpu: 5000, .. }), "{err:?}");
 }
 
 #[test]
@@ -599,10 +462,7 @@ fn every_policy_stays_inside_the_affinity_mask() {
     for policy in [Placement::Pack, Placement::Spread] {
         for shards in 1..=16 {
             let plan = place(&t, &odd, shards, &policy).unwrap();
-            assert!(
-                plan.iter().all(|p| p.cpu % 2 == 1),
-                "{policy:?} {shards}: {plan:?}"
-            );
+            assert!(plan.iter().all(|p| p.cpu % 2 == 1), "{policy:?} {shards}: {plan:?}");
         }
     }
     // Odd CPUs are the second thread of every core: Pack still fills node 0
@@ -624,31 +484,10 @@ fn zero_and_too_many_shards_are_errors() {
         assert!(matches!(err, TopologyError::ZeroShards), "{err:?}");
     }
     let err = place(&t, &t.cpus(), 33, &Placement::Pack).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TopologyError::TooManyShards {
-                shards: 33,
-                cpus: 32
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::TooManyShards { shards: 33, cpus: 32 }), "{err:?}");
     let err = place(&t, &odd, 17, &Placement::Spread).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TopologyError::TooManyShards {
-                shards: 17,
-                cpus: 16
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains("17 shards") && err.to_string().contains("16 CPUs"),
-        "{err}"
-    );
+    assert!(matches!(err, TopologyError::TooManyShards { shards: 17, cpus: 16 }), "{err:?}");
+    assert!(err.to_string().contains("17 shards") && err.to_string().contains("16 CPUs"), "{err}");
 }
 
 #[test]
@@ -660,20 +499,14 @@ fn default_shard_count_is_one_per_allowed_cpu() {
     assert_eq!(Placement::Spread.default_shards(&t, &set("0-127")), 32);
     assert_eq!(Placement::Cores(vec![3, 4]).default_shards(&t, &odd), 2);
     let shards = Placement::Spread.default_shards(&t, &odd);
-    assert_eq!(
-        place(&t, &odd, shards, &Placement::Spread).unwrap().len(),
-        16
-    );
+    assert_eq!(place(&t, &odd, shards, &Placement::Spread).unwrap().len(), 16);
 }
 
 #[test]
 fn shard_placement_displays_for_logs() {
     let t = two_sockets();
     let plan = place(&t, &t.cpus(), 2, &Placement::Spread).unwrap();
-    assert_eq!(
-        plan[1].to_string(),
-        "shard 1 -> cpu 16 (core 8, numa node 2, package 1)"
-    );
+    assert_eq!(plan[1].to_string(), "shard 1 -> cpu 16 (core 8, numa node 2, package 1)");
 }
 
 // ---------------------------------------------------------------- this machine
@@ -715,20 +548,11 @@ fn pinning_each_allowed_cpu_moves_the_thread_there() {
 #[test]
 fn pinning_outside_the_mask_is_an_error() {
     let allowed = CpuSet::current_affinity().unwrap();
-    let outside = (0..MAX_CPUS)
-        .rev()
-        .find(|&cpu| !allowed.contains(cpu))
-        .unwrap();
+    let outside = (0..MAX_CPUS).rev().find(|&cpu| !allowed.contains(cpu)).unwrap();
     let err = pin_current_thread(outside).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::CpuNotAllowed { cpu, .. } if cpu == outside),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::CpuNotAllowed { cpu, .. } if cpu == outside), "{err:?}");
     let err = pin_current_thread(MAX_CPUS + 5).unwrap_err();
-    assert!(
-        matches!(err, TopologyError::CpuOutOfRange { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TopologyError::CpuOutOfRange { .. }), "{err:?}");
     // A pinned thread is never widened back out of its own mask.
     let cpus: Vec<usize> = allowed.iter().collect();
     if let [first, second, ..] = cpus[..] {
@@ -738,10 +562,7 @@ fn pinning_outside_the_mask_is_an_error() {
         })
         .join()
         .unwrap();
-        assert!(
-            matches!(result, Err(TopologyError::CpuNotAllowed { .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(TopologyError::CpuNotAllowed { .. })), "{result:?}");
     }
 }
 
@@ -763,15 +584,8 @@ mod hwloc {
     fn hwloc_synthetic_matches_our_synthetic() {
         let specs = [
             TWO_SOCKETS,
-            SyntheticSpec {
-                l3_per: L3Scope::Package,
-                ..TWO_SOCKETS
-            },
-            SyntheticSpec {
-                l3_per: L3Scope::None,
-                threads_per_core: 1,
-                ..TWO_SOCKETS
-            },
+            SyntheticSpec { l3_per: L3Scope::Package, ..TWO_SOCKETS },
+            SyntheticSpec { l3_per: L3Scope::None, threads_per_core: 1, ..TWO_SOCKETS },
             SyntheticSpec {
                 packages: 1,
                 numa_per_package: 1,
@@ -812,12 +626,8 @@ mod hwloc {
         assert_eq!(hw.cpus(), sysfs.cpus());
         let cores = |t: &Topology| t.cores().iter().map(|c| c.cpus).collect::<Vec<_>>();
         assert_eq!(cores(&hw), cores(&sysfs));
-        let nodes = |t: &Topology| {
-            t.numa_nodes()
-                .iter()
-                .map(|n| (n.id, n.cpus))
-                .collect::<Vec<_>>()
-        };
+        let nodes =
+            |t: &Topology| t.numa_nodes().iter().map(|n| (n.id, n.cpus)).collect::<Vec<_>>();
         assert_eq!(nodes(&hw), nodes(&sysfs));
         assert_eq!(hw.packages().len(), sysfs.packages().len());
     }

@@ -63,11 +63,7 @@ pub(crate) enum SysSignal {
     Unlink(ActorId),
     /// An exit signal. `direct` is true for [`Context::exit`](super::Context::exit)
     /// (where `kill` is untrappable) and false when it comes through a link.
-    Exit {
-        from: ActorId,
-        reason: ExitReason,
-        direct: bool,
-    },
+    Exit { from: ActorId, reason: ExitReason, direct: bool },
     /// `watcher` monitors the receiver.
     Monitor { watcher: Pid, monitor: MonitorRef },
     /// The watcher removed this monitor.
@@ -168,11 +164,7 @@ impl Header {
     pub(crate) fn begin_turn(&self, shard: usize) {
         self.shard.store(shard as u16, Ordering::Relaxed);
         let previous = self.state.swap(RUNNING, Ordering::Acquire);
-        debug_assert_eq!(
-            previous, SCHEDULED,
-            "{}: ran an actor that was not scheduled",
-            self.id
-        );
+        debug_assert_eq!(previous, SCHEDULED, "{}: ran an actor that was not scheduled", self.id);
     }
 
     /// Ends a turn. Returns true when the actor must go back on a run queue
@@ -183,10 +175,7 @@ impl Header {
             self.state.store(SCHEDULED, Ordering::Release);
             return true;
         }
-        match self
-            .state
-            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => false,
             Err(state) => {
                 debug_assert_eq!(state, NOTIFIED);
@@ -213,9 +202,7 @@ impl Header {
                 RUNNING => NOTIFIED,
                 _ => return,
             };
-            match self
-                .state
-                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) if next == SCHEDULED => return self.enqueue(),
                 Ok(_) => return,
@@ -225,10 +212,7 @@ impl Header {
     }
 
     fn enqueue(&self) {
-        let ptr = self
-            .runnable
-            .get()
-            .expect("runnable is set before the header is shared");
+        let ptr = self.runnable.get().expect("runnable is set before the header is shared");
         self.sched.enqueue(ptr, self.shard(), self.pinned);
     }
 }
@@ -307,19 +291,11 @@ impl<M: Send + 'static> Shared<M> {
 fn answer_dead(dead: ActorId, signal: SysSignal) {
     match signal {
         SysSignal::Link(from) => {
-            let exit = SysSignal::Exit {
-                from: dead,
-                reason: ExitReason::NoProc,
-                direct: false,
-            };
+            let exit = SysSignal::Exit { from: dead, reason: ExitReason::NoProc, direct: false };
             let _ = from.target.send_sys(exit);
         }
         SysSignal::Monitor { watcher, monitor } => {
-            let down = Down {
-                monitor,
-                actor: dead,
-                reason: ExitReason::NoProc,
-            };
+            let down = Down { monitor, actor: dead, reason: ExitReason::NoProc };
             let _ = watcher.target.send_sys(SysSignal::Down(down));
         }
         SysSignal::Start
@@ -346,11 +322,10 @@ impl<M: Send + 'static> SignalTarget for Shared<M> {
     }
 
     fn send_sys(&self, signal: SysSignal) -> Result<(), SysSignal> {
-        self.push_signal(Signal::Sys(signal))
-            .map_err(|e| match e.into_inner() {
-                Signal::Sys(signal) => signal,
-                Signal::Reply(_) => unreachable!("a system signal went in"),
-            })
+        self.push_signal(Signal::Sys(signal)).map_err(|e| match e.into_inner() {
+            Signal::Sys(signal) => signal,
+            Signal::Reply(_) => unreachable!("a system signal went in"),
+        })
     }
 
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -375,9 +350,7 @@ impl<M: Send + 'static> ActorRef<M> {
 
     /// An untyped handle, for links, monitors and exits.
     pub fn pid(&self) -> Pid {
-        Pid {
-            target: self.shared.clone(),
-        }
+        Pid { target: self.shared.clone() }
     }
 
     /// Whether the actor is still alive (a snapshot).
@@ -425,9 +398,7 @@ impl<M: Send + 'static> ActorRef<M> {
 
 impl<M> Clone for ActorRef<M> {
     fn clone(&self) -> Self {
-        ActorRef {
-            shared: self.shared.clone(),
-        }
+        ActorRef { shared: self.shared.clone() }
     }
 }
 
@@ -441,11 +412,7 @@ impl<M> Eq for ActorRef<M> {}
 
 impl<M> fmt::Debug for ActorRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ActorRef({} {})",
-            self.shared.header.name, self.shared.header.id
-        )
+        write!(f, "ActorRef({} {})", self.shared.header.name, self.shared.header.id)
     }
 }
 
@@ -470,9 +437,7 @@ impl Pid {
     /// The typed reference, if the actor handles messages of type `M`.
     pub fn typed<M: Send + 'static>(&self) -> Option<ActorRef<M>> {
         let any = self.target.clone().into_any();
-        any.downcast::<Shared<M>>()
-            .ok()
-            .map(|shared| ActorRef { shared })
+        any.downcast::<Shared<M>>().ok().map(|shared| ActorRef { shared })
     }
 }
 

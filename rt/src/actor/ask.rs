@@ -73,11 +73,7 @@ pub(crate) struct ActorSink<R, M> {
 
 impl<R, M: Send + 'static> ActorSink<R, M> {
     pub(crate) fn new(asker: ActorRef<M>, on_reply: fn(Result<R, AskError>) -> M) -> Self {
-        ActorSink {
-            asker,
-            on_reply,
-            settled: AtomicBool::new(false),
-        }
+        ActorSink { asker, on_reply, settled: AtomicBool::new(false) }
     }
 
     /// Marks the ask settled without delivering anything.
@@ -129,10 +125,7 @@ impl<R> ThreadSink<R> {
     /// Blocks until the reply arrives or `timeout` passes.
     pub(crate) fn wait(&self, timeout: Duration) -> Result<R, AskError> {
         let deadline = Instant::now() + timeout;
-        let mut slot = self
-            .result
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut slot = self.result.lock().unwrap_or_else(|poison| poison.into_inner());
         loop {
             if let Some(result) = slot.take() {
                 return result;
@@ -164,10 +157,7 @@ impl<R: Send> ReplySink<R> for ThreadSink<R> {
         if self.settled.swap(true, Ordering::AcqRel) {
             return false;
         }
-        *self
-            .result
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(result);
+        *self.result.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(result);
         self.ready.notify_one();
         true
     }

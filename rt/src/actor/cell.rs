@@ -76,13 +76,7 @@ unsafe impl<A: Actor> Send for ActorCell<A> {}
 
 impl<A: Actor> ActorCell<A> {
     pub(crate) fn new(shared: Arc<Shared<A::Msg>>, actor: A) -> Self {
-        ActorCell {
-            shared,
-            inner: UnsafeCell::new(Inner {
-                actor,
-                meta: Meta::default(),
-            }),
-        }
+        ActorCell { shared, inner: UnsafeCell::new(Inner { actor, meta: Meta::default() }) }
     }
 
     /// Dispatches one envelope; returns the reductions it cost.
@@ -130,19 +124,11 @@ impl<A: Actor> ActorCell<A> {
             shard.sched().registry().release(header.id);
         }
         for link in meta.links.drain(..) {
-            let exit = SysSignal::Exit {
-                from: header.id,
-                reason: reason.clone(),
-                direct: false,
-            };
+            let exit = SysSignal::Exit { from: header.id, reason: reason.clone(), direct: false };
             let _ = link.target.send_sys(exit);
         }
         for (monitor, watcher) in meta.monitored_by.drain(..) {
-            let down = Down {
-                monitor,
-                actor: header.id,
-                reason: reason.clone(),
-            };
+            let down = Down { monitor, actor: header.id, reason: reason.clone() };
             let _ = watcher.target.send_sys(SysSignal::Down(down));
         }
         for (monitor, target) in meta.monitoring.drain(..) {
@@ -190,11 +176,7 @@ impl<A: Actor> Runnable for ActorCell<A> {
         }
         shard.count_turn(messages, spent);
         let more_work = spent >= budget && !self.shared.mailbox.is_empty();
-        if header.end_turn(more_work) {
-            TurnOutcome::Requeue
-        } else {
-            TurnOutcome::Idle
-        }
+        if header.end_turn(more_work) { TurnOutcome::Requeue } else { TurnOutcome::Idle }
     }
 }
 
@@ -225,11 +207,9 @@ fn system<A: Actor>(
         SysSignal::Unlink(id) => {
             ctx.meta().remove_link(id);
         }
-        SysSignal::Exit {
-            from,
-            reason,
-            direct,
-        } => return exit_signal(actor, ctx, from, reason, direct),
+        SysSignal::Exit { from, reason, direct } => {
+            return exit_signal(actor, ctx, from, reason, direct);
+        }
         SysSignal::Stop(reason) => return Err(reason),
         SysSignal::Monitor { watcher, monitor } => ctx.meta().monitored_by.push((monitor, watcher)),
         SysSignal::Demonitor(monitor) => ctx.meta().monitored_by.retain(|(m, _)| *m != monitor),

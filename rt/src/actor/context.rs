@@ -43,13 +43,7 @@ impl<'a, A: Actor> Context<'a, A> {
         meta: &'a mut Meta,
         shard: &'a mut ShardCtx,
     ) -> Self {
-        Context {
-            shared,
-            meta,
-            shard,
-            reductions: 1,
-            stop: None,
-        }
+        Context { shared, meta, shard, reductions: 1, stop: None }
     }
 
     pub(crate) fn meta(&mut self) -> &mut Meta {
@@ -71,16 +65,12 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// A reference to this actor, to hand to others.
     pub fn myself(&self) -> ActorRef<A::Msg> {
-        ActorRef {
-            shared: self.shared.clone(),
-        }
+        ActorRef { shared: self.shared.clone() }
     }
 
     /// This actor's untyped handle.
     pub fn pid(&self) -> Pid {
-        Pid {
-            target: self.shared.clone(),
-        }
+        Pid { target: self.shared.clone() }
     }
 
     /// The shard running this turn (it may change between turns when an
@@ -117,10 +107,7 @@ impl<'a, A: Actor> Context<'a, A> {
         actor: B,
         options: SpawnOptions,
     ) -> Result<ActorRef<B::Msg>, RuntimeError> {
-        let options = SpawnOptions {
-            shard: options.shard.or(Some(self.shard.index())),
-            ..options
-        };
+        let options = SpawnOptions { shard: options.shard.or(Some(self.shard.index())), ..options };
         let link = options.link;
         let child = self.shard.sched().spawn(actor, options)?;
         if link {
@@ -131,13 +118,7 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Spawns an actor on this shard, linked to this one.
     pub fn spawn_link<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, RuntimeError> {
-        self.spawn_with(
-            actor,
-            SpawnOptions {
-                link: true,
-                ..SpawnOptions::default()
-            },
-        )
+        self.spawn_with(actor, SpawnOptions { link: true, ..SpawnOptions::default() })
     }
 
     /// Links this actor to `other` (idempotent: one link per pair). If
@@ -148,11 +129,8 @@ impl<'a, A: Actor> Context<'a, A> {
         }
         self.meta.add_link(other.clone());
         if let Err(SysSignal::Link(_)) = other.target.send_sys(SysSignal::Link(self.pid())) {
-            let exit = SysSignal::Exit {
-                from: other.id(),
-                reason: ExitReason::NoProc,
-                direct: false,
-            };
+            let exit =
+                SysSignal::Exit { from: other.id(), reason: ExitReason::NoProc, direct: false };
             self.signal_self(exit);
         }
     }
@@ -169,16 +147,9 @@ impl<'a, A: Actor> Context<'a, A> {
     pub fn monitor(&mut self, other: &Pid) -> MonitorRef {
         let monitor = self.shard.sched().next_monitor_ref();
         self.meta.monitoring.push((monitor, other.clone()));
-        let request = SysSignal::Monitor {
-            watcher: self.pid(),
-            monitor,
-        };
+        let request = SysSignal::Monitor { watcher: self.pid(), monitor };
         if other.target.send_sys(request).is_err() {
-            let down = super::Down {
-                monitor,
-                actor: other.id(),
-                reason: ExitReason::NoProc,
-            };
+            let down = super::Down { monitor, actor: other.id(), reason: ExitReason::NoProc };
             self.signal_self(SysSignal::Down(down));
         }
         monitor
@@ -199,11 +170,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// trapped; `Normal` is ignored unless `target` traps exits or is this
     /// actor.
     pub fn exit(&mut self, target: &Pid, reason: ExitReason) {
-        let signal = SysSignal::Exit {
-            from: self.id(),
-            reason,
-            direct: true,
-        };
+        let signal = SysSignal::Exit { from: self.id(), reason, direct: true };
         let _ = target.target.send_sys(signal);
     }
 
@@ -239,20 +206,14 @@ impl<'a, A: Actor> Context<'a, A> {
         }
         let sink = Arc::new(ActorSink::new(self.myself(), on_reply));
         let action = TimerAction::AskTimeout(sink.clone());
-        self.shard
-            .add_timer(timeout, action)
-            .map_err(|_| AskError::TimersFull)?;
+        self.shard.add_timer(timeout, action).map_err(|_| AskError::TimersFull)?;
         match target.try_send(request(ReplyTo::new(sink.clone()))) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The request never reached the target: settle the ask so
                 // neither the timer nor a dropped ReplyTo delivers anything.
                 sink.settle();
-                Err(if e.is_full() {
-                    AskError::Full
-                } else {
-                    AskError::NoProc
-                })
+                Err(if e.is_full() { AskError::Full } else { AskError::NoProc })
             }
         }
     }
@@ -267,8 +228,7 @@ impl<'a, A: Actor> Context<'a, A> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let target = target.clone();
         let fire = move || target.try_send(msg).map_err(drop);
-        self.shard
-            .add_timer(delay, TimerAction::once(cancelled.clone(), fire))?;
+        self.shard.add_timer(delay, TimerAction::once(cancelled.clone(), fire))?;
         Ok(TimerRef { cancelled })
     }
 
@@ -281,9 +241,7 @@ impl<'a, A: Actor> Context<'a, A> {
         period: Duration,
     ) -> Result<TimerRef, RuntimeError> {
         if period.is_zero() {
-            return Err(RuntimeError::Config(
-                "send_interval needs a non-zero period".into(),
-            ));
+            return Err(RuntimeError::Config("send_interval needs a non-zero period".into()));
         }
         let cancelled = Arc::new(AtomicBool::new(false));
         let target = target.clone();
@@ -291,8 +249,7 @@ impl<'a, A: Actor> Context<'a, A> {
             Err(SendError::NoProc(_)) => Err(()),
             _ => Ok(()),
         };
-        self.shard
-            .add_timer(period, TimerAction::every(cancelled.clone(), period, fire))?;
+        self.shard.add_timer(period, TimerAction::every(cancelled.clone(), period, fire))?;
         Ok(TimerRef { cancelled })
     }
 

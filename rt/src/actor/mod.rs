@@ -97,11 +97,7 @@ pub struct ActorId {
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "<{}.{}.{}.{}>",
-            self.node, self.shard, self.slot, self.generation
-        )
+        write!(f, "<{}.{}.{}.{}>", self.node, self.shard, self.slot, self.generation)
     }
 }
 

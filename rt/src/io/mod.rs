@@ -138,9 +138,7 @@ impl FromStr for IoBackendKind {
         match value.trim().to_ascii_lowercase().as_str() {
             "uring" | "io_uring" => Ok(IoBackendKind::Uring),
             "threads" => Ok(IoBackendKind::Threads),
-            _ => Err(IoError::UnknownBackend {
-                value: value.to_owned(),
-            }),
+            _ => Err(IoError::UnknownBackend { value: value.to_owned() }),
         }
     }
 }
@@ -316,10 +314,7 @@ impl AsRawFd for IoFile {
 
 impl fmt::Debug for IoFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IoFile")
-            .field("path", &self.0.path)
-            .field("fd", &self.as_raw_fd())
-            .finish()
+        f.debug_struct("IoFile").field("path", &self.0.path).field("fd", &self.as_raw_fd()).finish()
     }
 }
 
@@ -376,11 +371,9 @@ pub enum IoOp {
 impl fmt::Debug for IoOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IoOp::Open { path, options } => f
-                .debug_struct("Open")
-                .field("path", path)
-                .field("options", options)
-                .finish(),
+            IoOp::Open { path, options } => {
+                f.debug_struct("Open").field("path", path).field("options", options).finish()
+            }
             IoOp::Read { file, offset, len } => f
                 .debug_struct("Read")
                 .field("file", file)
@@ -517,17 +510,12 @@ impl IoError {
     }
 
     pub(crate) fn os(op: &'static str, path: Option<&Path>, source: std::io::Error) -> Self {
-        IoError::Os {
-            op,
-            path: path.map(Path::to_path_buf),
-            source,
-        }
+        IoError::Os { op, path: path.map(Path::to_path_buf), source }
     }
 }
 
 fn on_path(path: &Option<PathBuf>) -> String {
-    path.as_ref()
-        .map_or_else(String::new, |path| format!(" of {}", path.display()))
+    path.as_ref().map_or_else(String::new, |path| format!(" of {}", path.display()))
 }
 
 /// What an operation gives back.
@@ -574,13 +562,7 @@ impl Op {
     /// Checks the limits and arguments both backends rely on.
     fn prepare(op: IoOp) -> Result<Op, IoError> {
         let invalid = |op, reason| Err(IoError::Invalid { op, reason });
-        let too_large = |op, len| {
-            Err(IoError::TooLarge {
-                op,
-                len,
-                max: MAX_IO_LEN,
-            })
-        };
+        let too_large = |op, len| Err(IoError::TooLarge { op, len, max: MAX_IO_LEN });
         match op {
             IoOp::Open { path, options } => {
                 let flags = match options.flags() {
@@ -590,12 +572,7 @@ impl Op {
                 let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
                     return invalid("open", "the path contains a NUL byte");
                 };
-                Ok(Op::Open {
-                    path,
-                    cpath,
-                    flags,
-                    mode: options.mode,
-                })
+                Ok(Op::Open { path, cpath, flags, mode: options.mode })
             }
             IoOp::Read { len, .. } if len > MAX_IO_LEN => too_large("read", len),
             IoOp::Read { offset, .. } if offset > i64::MAX as u64 => {
@@ -722,13 +699,7 @@ pub(crate) fn decide(
     env: Option<&str>,
     probe: impl FnOnce() -> Result<(), IoError>,
 ) -> Result<Choice, IoError> {
-    let choice = |kind, reason: String, fell_back| {
-        Ok(Choice {
-            kind,
-            reason,
-            fell_back,
-        })
-    };
+    let choice = |kind, reason: String, fell_back| Ok(Choice { kind, reason, fell_back });
     // The builder's explicit setting wins; the environment is only read
     // when the code left the choice open.
     let (forced, source) = match requested {
@@ -744,11 +715,7 @@ pub(crate) fn decide(
             choice(IoBackendKind::Uring, format!("set by {source}"), false)
         }
         None => match probe() {
-            Ok(()) => choice(
-                IoBackendKind::Uring,
-                "the io_uring probe succeeded".into(),
-                false,
-            ),
+            Ok(()) => choice(IoBackendKind::Uring, "the io_uring probe succeeded".into(), false),
             Err(error) => choice(IoBackendKind::Threads, error.to_string(), true),
         },
     }
@@ -794,13 +761,7 @@ impl Io {
                 Backend::Threads(threads::ThreadsBackend::new(max_in_flight, shard, waker)?)
             }
         };
-        Ok((
-            Io {
-                backend,
-                max_in_flight,
-            },
-            kind,
-        ))
+        Ok((Io { backend, max_in_flight }, kind))
     }
 
     /// Starts `op`; `done` runs on this shard when it completes. On error
@@ -811,12 +772,7 @@ impl Io {
         done: Completion,
     ) -> Result<(), (IoError, Completion)> {
         if self.in_flight() >= self.max_in_flight {
-            return Err((
-                IoError::QueueFull {
-                    capacity: self.max_in_flight,
-                },
-                done,
-            ));
+            return Err((IoError::QueueFull { capacity: self.max_in_flight }, done));
         }
         if let Backend::Uring(ring) = &mut self.backend {
             if let Err(error) = ring.reserve() {

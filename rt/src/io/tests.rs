@@ -24,10 +24,7 @@ fn probe_fails() -> Result<(), IoError> {
 fn backend_names_parse() {
     assert_eq!(parse_env("uring").unwrap(), Some(IoBackendKind::Uring));
     assert_eq!(parse_env("io_uring").unwrap(), Some(IoBackendKind::Uring));
-    assert_eq!(
-        parse_env(" Threads\n").unwrap(),
-        Some(IoBackendKind::Threads)
-    );
+    assert_eq!(parse_env(" Threads\n").unwrap(), Some(IoBackendKind::Threads));
     assert_eq!(parse_env("").unwrap(), None);
     assert_eq!(parse_env("  ").unwrap(), None);
     let error = parse_env("epoll").unwrap_err();
@@ -38,17 +35,11 @@ fn backend_names_parse() {
         "{message}"
     );
     assert_eq!(
-        IoBackendKind::Uring
-            .to_string()
-            .parse::<IoBackendKind>()
-            .unwrap(),
+        IoBackendKind::Uring.to_string().parse::<IoBackendKind>().unwrap(),
         IoBackendKind::Uring
     );
     assert_eq!(
-        IoBackendKind::Threads
-            .to_string()
-            .parse::<IoBackendKind>()
-            .unwrap(),
+        IoBackendKind::Threads.to_string().parse::<IoBackendKind>().unwrap(),
         IoBackendKind::Threads
     );
 }
@@ -58,33 +49,20 @@ fn detection_falls_back_to_threads_when_uring_fails() {
     let choice = decide(None, None, probe_fails).unwrap();
     assert_eq!(choice.kind, IoBackendKind::Threads);
     assert!(choice.fell_back);
-    assert!(
-        choice.reason.contains("Operation not permitted"),
-        "{}",
-        choice.reason
-    );
+    assert!(choice.reason.contains("Operation not permitted"), "{}", choice.reason);
 
     let choice = decide(None, None, || Ok(())).unwrap();
-    assert_eq!(
-        (choice.kind, choice.fell_back),
-        (IoBackendKind::Uring, false)
-    );
+    assert_eq!((choice.kind, choice.fell_back), (IoBackendKind::Uring, false));
 }
 
 #[test]
 fn a_forced_backend_is_used_or_refused_never_swapped() {
     let threads = decide(None, Some("threads"), no_probe).unwrap();
-    assert_eq!(
-        (threads.kind, threads.fell_back),
-        (IoBackendKind::Threads, false)
-    );
+    assert_eq!((threads.kind, threads.fell_back), (IoBackendKind::Threads, false));
     assert!(threads.reason.contains(BACKEND_ENV));
 
     // io_uring asked for where it fails: an error, not threads.
-    assert!(matches!(
-        decide(None, Some("uring"), probe_fails),
-        Err(IoError::Unavailable { .. })
-    ));
+    assert!(matches!(decide(None, Some("uring"), probe_fails), Err(IoError::Unavailable { .. })));
     assert!(matches!(
         decide(Some(IoBackendKind::Uring), None, probe_fails),
         Err(IoError::Unavailable { .. })
@@ -96,24 +74,15 @@ fn a_forced_backend_is_used_or_refused_never_swapped() {
     assert!(decide(Some(IoBackendKind::Threads), Some("bogus"), no_probe).is_ok());
 
     // A bad value with nothing else set is an error, not a guess.
-    assert!(matches!(
-        decide(None, Some("bogus"), no_probe),
-        Err(IoError::UnknownBackend { .. })
-    ));
+    assert!(matches!(decide(None, Some("bogus"), no_probe), Err(IoError::UnknownBackend { .. })));
     // An empty value means "detect".
-    assert_eq!(
-        decide(None, Some(""), probe_fails).unwrap().kind,
-        IoBackendKind::Threads
-    );
+    assert_eq!(decide(None, Some(""), probe_fails).unwrap().kind, IoBackendKind::Threads);
 }
 
 #[test]
 fn open_flags_follow_std_rules() {
     let flags = |o: OpenOptions| o.flags();
-    assert_eq!(
-        flags(OpenOptions::read_only()),
-        Ok(libc::O_RDONLY | libc::O_CLOEXEC)
-    );
+    assert_eq!(flags(OpenOptions::read_only()), Ok(libc::O_RDONLY | libc::O_CLOEXEC));
     assert_eq!(
         flags(OpenOptions::create_truncate()),
         Ok(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC)
@@ -148,29 +117,12 @@ fn slab_reuses_keys_and_never_exceeds_its_capacity() {
 
 #[test]
 fn limits_are_checked_before_anything_starts() {
-    let big = IoOp::Timeout {
-        after: MAX_IO_TIMEOUT + Duration::from_secs(1),
-    };
-    assert!(matches!(
-        Op::prepare(big),
-        Err(IoError::Invalid { op: "timeout", .. })
-    ));
-    let nul = IoOp::Open {
-        path: "a\0b".into(),
-        options: OpenOptions::read_only(),
-    };
-    assert!(matches!(
-        Op::prepare(nul),
-        Err(IoError::Invalid { op: "open", .. })
-    ));
-    let bad = IoOp::Open {
-        path: "x".into(),
-        options: OpenOptions::new(),
-    };
-    assert!(matches!(
-        Op::prepare(bad),
-        Err(IoError::Invalid { op: "open", .. })
-    ));
+    let big = IoOp::Timeout { after: MAX_IO_TIMEOUT + Duration::from_secs(1) };
+    assert!(matches!(Op::prepare(big), Err(IoError::Invalid { op: "timeout", .. })));
+    let nul = IoOp::Open { path: "a\0b".into(), options: OpenOptions::read_only() };
+    assert!(matches!(Op::prepare(nul), Err(IoError::Invalid { op: "open", .. })));
+    let bad = IoOp::Open { path: "x".into(), options: OpenOptions::new() };
+    assert!(matches!(Op::prepare(bad), Err(IoError::Invalid { op: "open", .. })));
 }
 
 /// A driver built on the test thread, with a waker that counts.
@@ -204,10 +156,7 @@ impl Driver {
             if let Ok(result) = self.results.try_recv() {
                 return result;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no completion within {PATIENCE:?}"
-            );
+            assert!(Instant::now() < deadline, "no completion within {PATIENCE:?}");
             std::thread::sleep(Duration::from_micros(50));
         }
     }
@@ -237,32 +186,17 @@ fn each_backend_round_trips_a_file_and_closes_only_the_last_handle() {
         let mut d = Driver::new(kind, 8);
         let path = temp_path(&format!("roundtrip-{kind}"));
         let options = OpenOptions::create_truncate().read(true);
-        let Ok(IoOutput::Opened(file)) = d.run(IoOp::Open {
-            path: path.clone(),
-            options,
-        }) else {
+        let Ok(IoOutput::Opened(file)) = d.run(IoOp::Open { path: path.clone(), options }) else {
             panic!("{kind}: open")
         };
         assert_eq!(file.path(), path);
         let data = b"zbmd per-shard io".to_vec();
-        let written = d.run(IoOp::Write {
-            file: file.clone(),
-            offset: 3,
-            data: data.clone(),
-        });
-        assert!(
-            matches!(written, Ok(IoOutput::Written(17))),
-            "{kind}: {written:?}"
-        );
-        assert!(matches!(
-            d.run(IoOp::Fsync { file: file.clone() }),
-            Ok(IoOutput::Synced)
-        ));
-        let Ok(IoOutput::Read(back)) = d.run(IoOp::Read {
-            file: file.clone(),
-            offset: 0,
-            len: 100,
-        }) else {
+        let written = d.run(IoOp::Write { file: file.clone(), offset: 3, data: data.clone() });
+        assert!(matches!(written, Ok(IoOutput::Written(17))), "{kind}: {written:?}");
+        assert!(matches!(d.run(IoOp::Fsync { file: file.clone() }), Ok(IoOutput::Synced)));
+        let Ok(IoOutput::Read(back)) =
+            d.run(IoOp::Read { file: file.clone(), offset: 0, len: 100 })
+        else {
             panic!("{kind}: read")
         };
         assert_eq!(&back[..3], &[0, 0, 0]);
@@ -275,10 +209,7 @@ fn each_backend_round_trips_a_file_and_closes_only_the_last_handle() {
         };
         assert_eq!(d.io.in_flight(), 0);
         drop(other);
-        assert!(
-            matches!(d.run(IoOp::Close { file }), Ok(IoOutput::Closed)),
-            "{kind}"
-        );
+        assert!(matches!(d.run(IoOp::Close { file }), Ok(IoOutput::Closed)), "{kind}");
         assert_eq!(d.io.in_flight(), 0);
         std::fs::remove_file(&path).unwrap();
     }
@@ -289,40 +220,28 @@ fn each_backend_reports_os_errors_with_op_and_path() {
     for kind in kinds() {
         let mut d = Driver::new(kind, 4);
         let missing = temp_path(&format!("missing-{kind}"));
-        let Err(error) = d.run(IoOp::Open {
-            path: missing.clone(),
-            options: OpenOptions::read_only(),
-        }) else {
+        let Err(error) =
+            d.run(IoOp::Open { path: missing.clone(), options: OpenOptions::read_only() })
+        else {
             panic!("{kind}: opened a missing file")
         };
         assert_eq!(error.raw_os_error(), Some(libc::ENOENT), "{kind}: {error}");
         assert!(matches!(&error, IoError::Os { op: "open", path: Some(p), .. } if *p == missing));
-        assert!(
-            error.to_string().contains(&*missing.to_string_lossy()),
-            "{error}"
-        );
+        assert!(error.to_string().contains(&*missing.to_string_lossy()), "{error}");
 
         // A write on a file opened for reading only: EBADF, naming the file.
         let path = temp_path(&format!("read-only-{kind}"));
         std::fs::write(&path, b"x").unwrap();
-        let Ok(IoOutput::Opened(file)) = d.run(IoOp::Open {
-            path: path.clone(),
-            options: OpenOptions::read_only(),
-        }) else {
+        let Ok(IoOutput::Opened(file)) =
+            d.run(IoOp::Open { path: path.clone(), options: OpenOptions::read_only() })
+        else {
             panic!("{kind}: open {}", path.display())
         };
-        let error = d
-            .run(IoOp::Write {
-                file: file.clone(),
-                offset: 0,
-                data: vec![1],
-            })
-            .unwrap_err();
+        let error =
+            d.run(IoOp::Write { file: file.clone(), offset: 0, data: vec![1] }).unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{kind}: {error}");
         assert!(
-            error
-                .to_string()
-                .starts_with(&format!("write of {} failed", path.display())),
+            error.to_string().starts_with(&format!("write of {} failed", path.display())),
             "{error}"
         );
         assert!(matches!(d.run(IoOp::Close { file }), Ok(IoOutput::Closed)));
@@ -335,37 +254,18 @@ fn each_backend_bounds_what_is_in_flight() {
     for kind in kinds() {
         let mut d = Driver::new(kind, 2);
         let file = open_devnull(&mut d);
-        d.submit(IoOp::Timeout {
-            after: Duration::from_millis(20),
-        })
-        .unwrap();
-        d.submit(IoOp::Timeout {
-            after: Duration::from_millis(20),
-        })
-        .unwrap();
+        d.submit(IoOp::Timeout { after: Duration::from_millis(20) }).unwrap();
+        d.submit(IoOp::Timeout { after: Duration::from_millis(20) }).unwrap();
         assert_eq!(d.io.in_flight(), 2);
-        let refused = d.submit(IoOp::Timeout {
-            after: Duration::ZERO,
-        });
-        assert!(
-            matches!(refused, Err(IoError::QueueFull { capacity: 2 })),
-            "{kind}: {refused:?}"
-        );
+        let refused = d.submit(IoOp::Timeout { after: Duration::ZERO });
+        assert!(matches!(refused, Err(IoError::QueueFull { capacity: 2 })), "{kind}: {refused:?}");
         // The in-flight limit is checked before the operation itself.
-        let too_big = IoOp::Read {
-            file: file.clone(),
-            offset: 0,
-            len: MAX_IO_LEN + 1,
-        };
+        let too_big = IoOp::Read { file: file.clone(), offset: 0, len: MAX_IO_LEN + 1 };
         assert!(matches!(d.submit(too_big), Err(IoError::QueueFull { .. })));
         assert!(matches!(d.next(), Ok(IoOutput::TimedOut)));
         assert!(matches!(d.next(), Ok(IoOutput::TimedOut)));
         assert_eq!(d.io.in_flight(), 0);
-        let too_big = d.submit(IoOp::Read {
-            file,
-            offset: 0,
-            len: MAX_IO_LEN + 1,
-        });
+        let too_big = d.submit(IoOp::Read { file, offset: 0, len: MAX_IO_LEN + 1 });
         assert!(
             matches!(too_big, Err(IoError::TooLarge { op: "read", .. })),
             "{kind}: {too_big:?}"
@@ -374,10 +274,7 @@ fn each_backend_bounds_what_is_in_flight() {
 }
 
 fn open_devnull(d: &mut Driver) -> IoFile {
-    match d.run(IoOp::Open {
-        path: "/dev/null".into(),
-        options: OpenOptions::read_only(),
-    }) {
+    match d.run(IoOp::Open { path: "/dev/null".into(), options: OpenOptions::read_only() }) {
         Ok(IoOutput::Opened(file)) => file,
         other => panic!("open /dev/null: {other:?}"),
     }
@@ -388,16 +285,8 @@ fn dropping_a_driver_with_operations_in_flight_waits_for_them() {
     for kind in kinds() {
         let mut d = Driver::new(kind, 4);
         let file = open_devnull(&mut d);
-        d.submit(IoOp::Timeout {
-            after: MAX_IO_TIMEOUT,
-        })
-        .unwrap();
-        d.submit(IoOp::Read {
-            file,
-            offset: 0,
-            len: 4096,
-        })
-        .unwrap();
+        d.submit(IoOp::Timeout { after: MAX_IO_TIMEOUT }).unwrap();
+        d.submit(IoOp::Read { file, offset: 0, len: 4096 }).unwrap();
         // Submitted to the kernel (uring) or queued for the threads.
         d.io.poll();
         // Returns once the read completed and the day-long timeout was
@@ -415,10 +304,7 @@ fn a_threads_completion_wakes_its_shard() {
     });
     let (mut io, _) = Io::new(Some(IoBackendKind::Threads), 2, 0, waker).unwrap();
     let (tx, rx) = channel();
-    let op = IoOp::Open {
-        path: "/dev/null".into(),
-        options: OpenOptions::read_only(),
-    };
+    let op = IoOp::Open { path: "/dev/null".into(), options: OpenOptions::read_only() };
     io.submit(
         op,
         Box::new(move |r| {
@@ -441,14 +327,9 @@ fn a_threads_completion_wakes_its_shard() {
 #[test]
 fn a_panicking_completion_does_not_take_the_shard_down() {
     let (mut io, _) = Io::new(Some(IoBackendKind::Threads), 2, 0, Arc::new(|| {})).unwrap();
-    io.submit(
-        IoOp::Timeout {
-            after: Duration::ZERO,
-        },
-        Box::new(|_| panic!("user on_done")),
-    )
-    .map_err(|(e, _)| e)
-    .unwrap();
+    io.submit(IoOp::Timeout { after: Duration::ZERO }, Box::new(|_| panic!("user on_done")))
+        .map_err(|(e, _)| e)
+        .unwrap();
     let deadline = Instant::now() + PATIENCE;
     while io.poll() == 0 {
         assert!(Instant::now() < deadline);
@@ -482,18 +363,10 @@ fn dropping_a_ring_cancels_a_read_blocked_on_a_fifo() {
     // Read and write: the open does not wait for a writer, and the read
     // waits for data that never comes (this end is its only writer).
     let options = OpenOptions::read_only().write(true);
-    let Ok(IoOutput::Opened(fifo)) = d.run(IoOp::Open {
-        path: path.clone(),
-        options,
-    }) else {
+    let Ok(IoOutput::Opened(fifo)) = d.run(IoOp::Open { path: path.clone(), options }) else {
         panic!("open the FIFO")
     };
-    d.submit(IoOp::Read {
-        file: fifo.clone(),
-        offset: 0,
-        len: 16,
-    })
-    .unwrap();
+    d.submit(IoOp::Read { file: fifo.clone(), offset: 0, len: 16 }).unwrap();
     d.io.poll();
     assert_eq!(d.io.in_flight(), 1);
     let (dropped, wait) = channel();
@@ -504,14 +377,8 @@ fn dropping_a_ring_cancels_a_read_blocked_on_a_fifo() {
     let outcome = wait.recv_timeout(PATIENCE);
     if outcome.is_err() {
         // Unblock the read so the thread can finish, then fail.
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map(|mut w| w.write_all(b"x"));
+        let _ = std::fs::OpenOptions::new().write(true).open(&path).map(|mut w| w.write_all(b"x"));
     }
     std::fs::remove_file(&path).unwrap();
-    assert!(
-        outcome.is_ok(),
-        "dropping the ring waited for a read that never completes"
-    );
+    assert!(outcome.is_ok(), "dropping the ring waited for a read that never completes");
 }

@@ -94,10 +94,7 @@ impl ThreadsBackend {
     /// Hands `op` to the threads (or keeps a timeout here). The caller
     /// checked the in-flight limit.
     pub(super) fn start(&mut self, op: Op, done: Completion) {
-        let key = self
-            .slab
-            .insert(done)
-            .expect("Io::submit checked the in-flight limit");
+        let key = self.slab.insert(done).expect("Io::submit checked the in-flight limit");
         if let Op::Timeout { after } = op {
             self.timeouts.push(Reverse((Instant::now() + after, key)));
             return;
@@ -120,10 +117,7 @@ impl ThreadsBackend {
         // only here, through `&mut self`, and the backend belongs to one
         // shard, which moves it into its thread once.
         while let Some((key, result)) = unsafe { self.pool.done.pop() } {
-            let done = self
-                .slab
-                .remove(key)
-                .expect("a result for an operation in flight");
+            let done = self.slab.remove(key).expect("a result for an operation in flight");
             complete(done, result);
             ran += 1;
         }
@@ -172,11 +166,7 @@ fn work(pool: &Pool) {
             if pool.stop.load(Ordering::Acquire) {
                 return;
             }
-            drop(
-                pool.wake
-                    .wait(guard)
-                    .unwrap_or_else(|poison| poison.into_inner()),
-            );
+            drop(pool.wake.wait(guard).unwrap_or_else(|poison| poison.into_inner()));
         }
     }
 }
@@ -184,12 +174,7 @@ fn work(pool: &Pool) {
 /// One operation, as blocking system calls.
 fn run(op: Op) -> IoResult {
     match op {
-        Op::Open {
-            path,
-            cpath,
-            flags,
-            mode,
-        } => {
+        Op::Open { path, cpath, flags, mode } => {
             // SAFETY: `cpath` is a NUL-terminated string that lives across
             // the call; `openat` reads only it, and takes the mode as a
             // variadic unsigned int.
@@ -224,11 +209,7 @@ fn run(op: Op) -> IoResult {
             // SAFETY: `into_raw_fd` gave up the descriptor to us; it is
             // closed once, here. Linux releases it even when close fails.
             if unsafe { libc::close(fd) } < 0 {
-                return Err(IoError::os(
-                    "close",
-                    Some(&path),
-                    io::Error::last_os_error(),
-                ));
+                return Err(IoError::os("close", Some(&path), io::Error::last_os_error()));
             }
             Ok(IoOutput::Closed)
         }

@@ -58,21 +58,13 @@ pub(super) fn probe() -> Result<(), IoError> {
     let nop = opcode::Nop::new().build().user_data(INTERNAL);
     // SAFETY: a NOP points at no memory.
     if unsafe { ring.submission().push(&nop) }.is_err() {
-        return Err(IoError::Unavailable {
-            reason: "a new ring has no room for one entry".into(),
-        });
+        return Err(IoError::Unavailable { reason: "a new ring has no room for one entry".into() });
     }
-    ring.submit_and_wait(1)
-        .map_err(|e| unavailable("io_uring_enter", &e))?;
+    ring.submit_and_wait(1).map_err(|e| unavailable("io_uring_enter", &e))?;
     match ring.completion().next() {
         Some(cqe) if cqe.user_data() == INTERNAL && cqe.result() >= 0 => Ok(()),
-        Some(cqe) => Err(unavailable(
-            "a NOP",
-            &io::Error::from_raw_os_error(-cqe.result()),
-        )),
-        None => Err(IoError::Unavailable {
-            reason: "a NOP never completed".into(),
-        }),
+        Some(cqe) => Err(unavailable("a NOP", &io::Error::from_raw_os_error(-cqe.result()))),
+        None => Err(IoError::Unavailable { reason: "a NOP never completed".into() }),
     }
 }
 
@@ -88,9 +80,7 @@ fn unavailable(step: &str, error: &io::Error) -> IoError {
         }
         _ => "",
     };
-    IoError::Unavailable {
-        reason: format!("{step} failed: {error}{cause}"),
-    }
+    IoError::Unavailable { reason: format!("{step} failed: {error}{cause}") }
 }
 
 /// What an in-flight operation owns until its completion is reaped.
@@ -127,62 +117,37 @@ enum Held {
 impl Held {
     fn new(op: Op) -> Held {
         match op {
-            Op::Open {
-                path,
-                cpath,
-                flags,
-                mode,
-            } => Held::Open {
-                path,
-                cpath,
-                flags,
-                mode,
-            },
+            Op::Open { path, cpath, flags, mode } => Held::Open { path, cpath, flags, mode },
             // Zeroed rather than uninitialised: no `unsafe` length games,
             // and large buffers come from calloc's zero pages anyway.
-            Op::Read { file, offset, len } => Held::Read {
-                file,
-                offset,
-                buf: vec![0; len],
-            },
+            Op::Read { file, offset, len } => Held::Read { file, offset, buf: vec![0; len] },
             Op::Write { file, offset, data } => Held::Write { file, offset, data },
             Op::Fsync { file } => Held::Fsync { file },
-            Op::Close { file, path } => Held::Close {
-                path,
-                fd: file.into_raw_fd(),
-            },
-            Op::Timeout { after } => Held::Timeout {
-                timespec: types::Timespec::from(after),
-            },
+            Op::Close { file, path } => Held::Close { path, fd: file.into_raw_fd() },
+            Op::Timeout { after } => Held::Timeout { timespec: types::Timespec::from(after) },
         }
     }
 
     /// The submission entry, pointing into `self`.
     fn entry(&mut self) -> squeue::Entry {
         match self {
-            Held::Open {
-                cpath, flags, mode, ..
-            } => opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), cpath.as_ptr())
-                .flags(*flags)
-                .mode(*mode)
-                .build(),
+            Held::Open { cpath, flags, mode, .. } => {
+                opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), cpath.as_ptr())
+                    .flags(*flags)
+                    .mode(*mode)
+                    .build()
+            }
             Held::Read { file, offset, buf } => {
                 // `len` fits: `Op::prepare` bounds it by MAX_IO_LEN.
-                opcode::Read::new(
-                    types::Fd(file.as_raw_fd()),
-                    buf.as_mut_ptr(),
-                    buf.len() as u32,
-                )
-                .offset(*offset)
-                .build()
+                opcode::Read::new(types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
+                    .offset(*offset)
+                    .build()
             }
-            Held::Write { file, offset, data } => opcode::Write::new(
-                types::Fd(file.as_raw_fd()),
-                data.as_ptr(),
-                data.len() as u32,
-            )
-            .offset(*offset)
-            .build(),
+            Held::Write { file, offset, data } => {
+                opcode::Write::new(types::Fd(file.as_raw_fd()), data.as_ptr(), data.len() as u32)
+                    .offset(*offset)
+                    .build()
+            }
             Held::Fsync { file } => opcode::Fsync::new(types::Fd(file.as_raw_fd())).build(),
             Held::Close { fd, .. } => opcode::Close::new(types::Fd(*fd)).build(),
             Held::Timeout { timespec } => {
@@ -249,10 +214,7 @@ impl UringBackend {
             ring.completion().capacity() >= 2 * max_in_flight,
             "io_uring: completion queue below twice the limit"
         );
-        Ok(UringBackend {
-            ring,
-            slab: Slab::with_capacity(max_in_flight),
-        })
+        Ok(UringBackend { ring, slab: Slab::with_capacity(max_in_flight) })
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -267,9 +229,7 @@ impl UringBackend {
         }
         self.submit();
         if self.ring.submission().is_full() {
-            return Err(IoError::QueueFull {
-                capacity: self.ring.submission().capacity(),
-            });
+            return Err(IoError::QueueFull { capacity: self.ring.submission().capacity() });
         }
         Ok(())
     }
@@ -279,18 +239,10 @@ impl UringBackend {
     pub(super) fn start(&mut self, op: Op, done: Completion) {
         let key = self
             .slab
-            .insert(InFlight {
-                held: Held::new(op),
-                done,
-            })
+            .insert(InFlight { held: Held::new(op), done })
             .expect("Io::submit checked the in-flight limit");
-        let entry = self
-            .slab
-            .get_mut(key)
-            .expect("just inserted")
-            .held
-            .entry()
-            .user_data(u64::from(key));
+        let entry =
+            self.slab.get_mut(key).expect("just inserted").held.entry().user_data(u64::from(key));
         // SAFETY: everything the entry points at stays valid until its
         // completion is reaped (in `poll`, or in `drop`, which waits for
         // every one):
@@ -366,9 +318,8 @@ impl UringBackend {
             .map(|(key, _)| key)
             .collect();
         let any = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
-        let removals = timeouts
-            .into_iter()
-            .map(|key| opcode::TimeoutRemove::new(u64::from(key)).build());
+        let removals =
+            timeouts.into_iter().map(|key| opcode::TimeoutRemove::new(u64::from(key)).build());
         for entry in std::iter::once(any).chain(removals) {
             let entry = entry.user_data(INTERNAL);
             // A full queue is submitted and tried once more; a request that

@@ -46,10 +46,7 @@ impl BlockingPool {
                 .map_err(|source| RuntimeError::Thread { name, source })?;
             handles.push(handle);
         }
-        Ok(BlockingPool {
-            pool,
-            threads: Mutex::new(handles),
-        })
+        Ok(BlockingPool { pool, threads: Mutex::new(handles) })
     }
 
     /// Queues a job; `QueueFull` when the queue holds its capacity.
@@ -61,10 +58,7 @@ impl BlockingPool {
         self.pool
             .jobs
             .push(job)
-            .map_err(|_| RuntimeError::QueueFull {
-                what: "blocking job",
-                capacity,
-            })?;
+            .map_err(|_| RuntimeError::QueueFull { what: "blocking job", capacity })?;
         // Taking the lock orders this wake-up after any idle thread's
         // "queue empty" check, so the notification cannot be lost.
         drop(lock(&self.pool.idle));
@@ -96,11 +90,7 @@ fn work(pool: &Pool) {
             if pool.stop.load(Ordering::Acquire) {
                 return;
             }
-            drop(
-                pool.wake
-                    .wait(guard)
-                    .unwrap_or_else(|poison| poison.into_inner()),
-            );
+            drop(pool.wake.wait(guard).unwrap_or_else(|poison| poison.into_inner()));
         }
     }
 }

@@ -60,9 +60,7 @@ impl LocalQueues {
             pinned: RefCell::new(VecDeque::with_capacity(sched.config.max_actors_per_shard)),
             outbound: RefCell::new(Outbound {
                 producers,
-                batches: (0..shards)
-                    .map(|_| Vec::with_capacity(OUTBOUND_BATCH))
-                    .collect(),
+                batches: (0..shards).map(|_| Vec::with_capacity(OUTBOUND_BATCH)).collect(),
                 dirty: Vec::with_capacity(shards),
             }),
         }
@@ -96,10 +94,7 @@ impl LocalQueues {
     pub(crate) fn push_here(&self, ptr: RunPtr, pinned: bool) {
         if pinned {
             let mut queue = self.pinned.borrow_mut();
-            debug_assert!(
-                queue.len() < queue.capacity(),
-                "pinned queue over the actor limit"
-            );
+            debug_assert!(queue.len() < queue.capacity(), "pinned queue over the actor limit");
             queue.push_back(ptr);
         } else if let Err(full) = self.worker.push(ptr) {
             if self.sched().overflow.push(full.into_inner()).is_err() {
@@ -118,11 +113,7 @@ impl LocalQueues {
     }
 
     fn flush_one(&self, out: &mut Outbound, shard: usize) {
-        let Outbound {
-            producers,
-            batches,
-            dirty,
-        } = out;
+        let Outbound { producers, batches, dirty } = out;
         dirty.retain(|&d| d != shard);
         let batch = &mut batches[shard];
         if batch.is_empty() {

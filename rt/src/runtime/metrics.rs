@@ -132,14 +132,8 @@ impl MetricsSnapshot {
         counters: &[crossbeam_utils::CachePadded<Counters>],
         live_actors: usize,
     ) -> Self {
-        let shards = counters
-            .iter()
-            .map(|c| Counter::ALL.map(|counter| c.get(counter)))
-            .collect();
-        MetricsSnapshot {
-            shards,
-            live_actors,
-        }
+        let shards = counters.iter().map(|c| Counter::ALL.map(|counter| c.get(counter))).collect();
+        MetricsSnapshot { shards, live_actors }
     }
 
     /// A counter's value on one shard (`shard == shards.len() - 1` is the
@@ -150,10 +144,7 @@ impl MetricsSnapshot {
 
     /// A counter summed over every shard and the outside threads.
     pub fn total(&self, counter: Counter) -> u64 {
-        self.shards
-            .iter()
-            .map(|values| values[counter as usize])
-            .sum()
+        self.shards.iter().map(|values| values[counter as usize]).sum()
     }
 
     /// The snapshot in Prometheus' text exposition format, one series per

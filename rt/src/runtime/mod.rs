@@ -308,17 +308,11 @@ impl RuntimeBuilder {
             None => self.placement.default_shards(&topology, &allowed),
         };
         let placement = topology::place(&topology, &allowed, count, &self.placement)?;
-        let config = Config {
-            shards: count,
-            ..self.config
-        };
+        let config = Config { shards: count, ..self.config };
         validate(&config)?;
         // Detected once (and logged with its reason); every shard uses it.
         let io_backend = crate::io::detect(config.io_backend)?.kind;
-        let config = Config {
-            io_backend: Some(io_backend),
-            ..config
-        };
+        let config = Config { io_backend: Some(io_backend), ..config };
         let (sched, shards) = assemble(config)?;
         let mut threads = Vec::with_capacity(count);
         for (shard, place) in shards.into_iter().zip(&placement) {
@@ -331,22 +325,14 @@ impl RuntimeBuilder {
             }
         }
         tracing::info!(shards = count, pinned = self.pin, io = %io_backend, placement = %PlacementList(&placement), "runtime started");
-        Ok(Runtime {
-            sched,
-            threads,
-            placement,
-            io_backend,
-        })
+        Ok(Runtime { sched, threads, placement, io_backend })
     }
 }
 
 fn validate(config: &Config) -> Result<(), RuntimeError> {
     let bad = |what: String| Err(RuntimeError::Config(what));
     if config.shards == 0 || config.shards > MAX_SHARDS {
-        return bad(format!(
-            "shards must be in 1..={MAX_SHARDS}, not {}",
-            config.shards
-        ));
+        return bad(format!("shards must be in 1..={MAX_SHARDS}, not {}", config.shards));
     }
     if config.max_actors_per_shard == 0 || config.max_actors_per_shard > u32::MAX as usize / 2 {
         return bad(format!(
@@ -409,10 +395,8 @@ fn assemble(config: Config) -> Result<(Arc<Scheduler>, Vec<Shard>), RuntimeError
     let blocking = BlockingPool::start(config.blocking_threads, config.blocking_queue)?;
     let sched = Arc::new(Scheduler::new(config, shared.into_boxed_slice(), blocking)?);
     let mut shards = Vec::with_capacity(count);
-    for (index, ((worker, parker), (out, incoming))) in private
-        .into_iter()
-        .zip(producers.into_iter().zip(consumers))
-        .enumerate()
+    for (index, ((worker, parker), (out, incoming))) in
+        private.into_iter().zip(producers.into_iter().zip(consumers)).enumerate()
     {
         let queues = Box::new(LocalQueues::new(index, &sched, worker, out));
         shards.push(Shard::new(index, sched.clone(), queues, incoming, parker)?);
@@ -457,11 +441,7 @@ impl std::fmt::Display for PlacementList<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, place) in self.0.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(
-                f,
-                "{sep}shard {}→cpu {} (numa {})",
-                place.shard, place.cpu, place.numa_node
-            )?;
+            write!(f, "{sep}shard {}→cpu {} (numa {})", place.shard, place.cpu, place.numa_node)?;
         }
         Ok(())
     }
@@ -595,10 +575,7 @@ impl Runtime {
         if self.threads.is_empty() {
             return;
         }
-        assert!(
-            !on_shard_thread(),
-            "Runtime::shutdown must not run on a shard thread"
-        );
+        assert!(!on_shard_thread(), "Runtime::shutdown must not run on a shard thread");
         self.sched.accepting.store(false, Ordering::Release);
         let timeout = self.sched.config.shutdown_timeout;
         for pid in self.sched.live_newest_first() {

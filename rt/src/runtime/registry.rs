@@ -26,39 +26,24 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(capacity: usize, name_len_max: usize) -> Self {
-        Registry {
-            names: Mutex::new(Names::default()),
-            capacity,
-            name_len_max,
-        }
+        Registry { names: Mutex::new(Names::default()), capacity, name_len_max }
     }
 
     /// Registers `name` for `pid`. An actor holds at most one name, and a
     /// name belongs to at most one live actor.
     pub(crate) fn register(&self, name: &str, pid: Pid) -> Result<(), RuntimeError> {
         if name.is_empty() || name.len() > self.name_len_max {
-            return Err(RuntimeError::NameTooLong {
-                len: name.len(),
-                limit: self.name_len_max,
-            });
+            return Err(RuntimeError::NameTooLong { len: name.len(), limit: self.name_len_max });
         }
         let mut names = lock(&self.names);
         if let Some(holder) = names.by_name.get(name) {
-            return Err(RuntimeError::NameTaken {
-                name: name.to_string(),
-                holder: holder.id(),
-            });
+            return Err(RuntimeError::NameTaken { name: name.to_string(), holder: holder.id() });
         }
         if let Some(held) = names.by_actor.get(&pid.id()) {
-            return Err(RuntimeError::AlreadyNamed {
-                actor: pid.id(),
-                name: held.to_string(),
-            });
+            return Err(RuntimeError::AlreadyNamed { actor: pid.id(), name: held.to_string() });
         }
         if names.by_name.len() >= self.capacity {
-            return Err(RuntimeError::RegistryFull {
-                limit: self.capacity,
-            });
+            return Err(RuntimeError::RegistryFull { limit: self.capacity });
         }
         // Checked under the lock: a dying actor marks itself dead before it
         // takes this lock to release its name, so a dead actor found here

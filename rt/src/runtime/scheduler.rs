@@ -56,8 +56,7 @@ impl SlotTable {
     pub(crate) fn new(capacity: usize) -> Result<Self, RuntimeError> {
         let free = MpmcQueue::with_capacity(capacity)?;
         for slot in 0..capacity as u32 {
-            free.push(slot)
-                .map_err(|_| RuntimeError::Config("slot table overfilled".into()))?;
+            free.push(slot).map_err(|_| RuntimeError::Config("slot table overfilled".into()))?;
         }
         Ok(SlotTable {
             free,
@@ -106,9 +105,7 @@ impl Scheduler {
         Ok(Scheduler {
             overflow: MpmcQueue::with_capacity(total_actors)?,
             registry: Registry::new(config.max_names, config.max_name_len),
-            counters: (0..=config.shards)
-                .map(|_| CachePadded::new(Counters::default()))
-                .collect(),
+            counters: (0..=config.shards).map(|_| CachePadded::new(Counters::default())).collect(),
             config,
             shards,
             blocking,
@@ -172,27 +169,17 @@ impl Scheduler {
         let count = self.config.shards;
         let shard = match options.shard {
             Some(shard) if shard >= count => {
-                return Err(RuntimeError::NoSuchShard {
-                    shard,
-                    shards: count,
-                });
+                return Err(RuntimeError::NoSuchShard { shard, shards: count });
             }
             Some(shard) => shard,
             None => self.next_shard.fetch_add(1, Ordering::Relaxed) % count,
         };
         let table = &self.shards[shard].slots;
         let limit = self.config.max_actors_per_shard;
-        let slot = table
-            .free
-            .pop()
-            .ok_or(RuntimeError::ActorLimit { shard, limit })?;
+        let slot = table.free.pop().ok_or(RuntimeError::ActorLimit { shard, limit })?;
         let mailbox = Mailbox::with_capacity(
-            options
-                .system_capacity
-                .unwrap_or(self.config.system_capacity),
-            options
-                .mailbox_capacity
-                .unwrap_or(self.config.mailbox_capacity),
+            options.system_capacity.unwrap_or(self.config.system_capacity),
+            options.mailbox_capacity.unwrap_or(self.config.mailbox_capacity),
         );
         let mailbox = match mailbox {
             Ok(mailbox) => mailbox,
@@ -202,12 +189,7 @@ impl Scheduler {
             }
         };
         let generation = table.generations[slot as usize].load(Ordering::Acquire);
-        let id = ActorId {
-            node: self.config.node,
-            shard: shard as u16,
-            slot,
-            generation,
-        };
+        let id = ActorId { node: self.config.node, shard: shard as u16, slot, generation };
         let header = Header::new(id, actor.name(), options.pinned, self.clone());
         let shared = Arc::new(Shared { header, mailbox });
         let cell: Box<dyn crate::actor::Runnable> = Box::new(ActorCell::new(shared.clone(), actor));
@@ -216,17 +198,11 @@ impl Scheduler {
         // only other reference is inside the cell we just leaked, which no
         // queue holds until `enqueue` below.
         unsafe { shared.header.set_runnable(ptr) };
-        if shared
-            .mailbox
-            .send_system(crate::actor::Signal::Sys(SysSignal::Start))
-            .is_err()
-        {
+        if shared.mailbox.send_system(crate::actor::Signal::Sys(SysSignal::Start)).is_err() {
             unreachable!("a new mailbox has room for its first signal");
         }
         let seq = self.next_spawn.fetch_add(1, Ordering::Relaxed);
-        let pid = Pid {
-            target: shared.clone(),
-        };
+        let pid = Pid { target: shared.clone() };
         *lock(&table.live[slot as usize]) = Some((seq, pid));
         self.live_actors.fetch_add(1, Ordering::AcqRel);
         self.counters().add(Counter::Spawns, 1);
@@ -256,13 +232,7 @@ impl Scheduler {
     pub(crate) fn live_newest_first(&self) -> Vec<Pid> {
         let mut live: Vec<LiveEntry> = Vec::new();
         for shard in self.shards.iter() {
-            live.extend(
-                shard
-                    .slots
-                    .live
-                    .iter()
-                    .filter_map(|entry| lock(entry).clone()),
-            );
+            live.extend(shard.slots.live.iter().filter_map(|entry| lock(entry).clone()));
         }
         live.sort_by_key(|&(seq, _)| std::cmp::Reverse(seq));
         live.into_iter().map(|(_, pid)| pid).collect()
@@ -297,17 +267,8 @@ impl Scheduler {
 
     /// Sends an exit signal from the runtime itself (shutdown, `Runtime::exit`).
     pub(crate) fn exit_from_runtime(&self, target: &Pid, reason: crate::actor::ExitReason) {
-        let from = ActorId {
-            node: self.config.node,
-            shard: u16::MAX,
-            slot: 0,
-            generation: 0,
-        };
-        let _ = target.target.send_sys(SysSignal::Exit {
-            from,
-            reason,
-            direct: true,
-        });
+        let from = ActorId { node: self.config.node, shard: u16::MAX, slot: 0, generation: 0 };
+        let _ = target.target.send_sys(SysSignal::Exit { from, reason, direct: true });
     }
 
     /// Stops an actor for the runtime's shutdown: untrappable, but the

@@ -14,10 +14,7 @@ pub(crate) enum TimerAction {
     /// Times out an ask, unless its reply came first.
     AskTimeout(Arc<dyn Expire>),
     /// Sends one message, unless cancelled.
-    Once {
-        cancelled: Arc<AtomicBool>,
-        fire: Box<dyn FnOnce() -> Result<(), ()> + Send>,
-    },
+    Once { cancelled: Arc<AtomicBool>, fire: Box<dyn FnOnce() -> Result<(), ()> + Send> },
     /// Sends a message every `period` until cancelled or the target is gone
     /// (`fire` answers `Err`).
     Every {
@@ -32,10 +29,7 @@ impl TimerAction {
         cancelled: Arc<AtomicBool>,
         fire: impl FnOnce() -> Result<(), ()> + Send + 'static,
     ) -> Self {
-        TimerAction::Once {
-            cancelled,
-            fire: Box::new(fire),
-        }
+        TimerAction::Once { cancelled, fire: Box::new(fire) }
     }
 
     pub(crate) fn every(
@@ -43,11 +37,7 @@ impl TimerAction {
         period: Duration,
         fire: impl FnMut() -> Result<(), ()> + Send + 'static,
     ) -> Self {
-        TimerAction::Every {
-            cancelled,
-            period,
-            fire: Box::new(fire),
-        }
+        TimerAction::Every { cancelled, period, fire: Box::new(fire) }
     }
 }
 
@@ -61,10 +51,7 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn new(capacity: usize, tick: Duration) -> Result<Self, RuntimeError> {
         let wheel = TimerWheel::new(capacity, tick, Instant::now())?;
-        Ok(Timers {
-            wheel,
-            rearm: Vec::with_capacity(capacity.min(1024)),
-        })
+        Ok(Timers { wheel, rearm: Vec::with_capacity(capacity.min(1024)) })
     }
 
     pub(crate) fn add(
@@ -72,10 +59,7 @@ impl Timers {
         deadline: Instant,
         action: TimerAction,
     ) -> Result<(), RuntimeError> {
-        self.wheel
-            .insert(deadline, (deadline, action))
-            .map(drop)
-            .map_err(|e| e.reason.into())
+        self.wheel.insert(deadline, (deadline, action)).map(drop).map_err(|e| e.reason.into())
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
@@ -92,11 +76,7 @@ impl Timers {
                     let _ = fire();
                 }
             }
-            TimerAction::Every {
-                cancelled,
-                period,
-                mut fire,
-            } => {
+            TimerAction::Every { cancelled, period, mut fire } => {
                 if cancelled.load(Ordering::Acquire) || fire().is_err() {
                     return;
                 }
@@ -104,14 +84,7 @@ impl Timers {
                 // period behind; then restart from now rather than burst.
                 let next = deadline + period;
                 let next = if next <= now { now + period } else { next };
-                rearm.push((
-                    next,
-                    TimerAction::Every {
-                        cancelled,
-                        period,
-                        fire,
-                    },
-                ));
+                rearm.push((next, TimerAction::Every { cancelled, period, fire }));
             }
         });
         while let Some((deadline, action)) = self.rearm.pop() {

@@ -163,15 +163,10 @@ enum Claim {
 impl<T> Inner<T> {
     fn new(capacity: usize, start: u32) -> Result<Self, CapacityError> {
         let capacity = check_capacity(capacity)?;
-        let too_large = CapacityError::TooLarge {
-            requested: capacity,
-            max: super::CAPACITY_MAX,
-        };
+        let too_large = CapacityError::TooLarge { requested: capacity, max: super::CAPACITY_MAX };
         let slot_count = capacity.next_power_of_two();
         let mask = u32::try_from(slot_count - 1).map_err(|_| too_large)?;
-        let slots = (0..slot_count)
-            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-            .collect();
+        let slots = (0..slot_count).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
         Ok(Self {
             top: CachePadded::new(AtomicU64::new(pack(start, start))),
             bottom: CachePadded::new(AtomicU32::new(start)),
@@ -201,8 +196,7 @@ impl<T> Inner<T> {
     unsafe fn take(&self, index: u32) -> T {
         // SAFETY: the caller guarantees exclusive access to an initialised
         // slot; reading it moves the element out exactly once.
-        self.slot(index)
-            .with(|slot| unsafe { (*slot).assume_init_read() })
+        self.slot(index).with(|slot| unsafe { (*slot).assume_init_read() })
     }
 
     /// Writes `value` into position `index`.
@@ -216,8 +210,7 @@ impl<T> Inner<T> {
     unsafe fn put(&self, index: u32, value: T) {
         // SAFETY: the caller guarantees the slot is free and no thief reads
         // it until the owner publishes `bottom` past it.
-        self.slot(index)
-            .with_mut(|slot| unsafe { (*slot).write(value) });
+        self.slot(index).with_mut(|slot| unsafe { (*slot).write(value) });
     }
 
     /// The owner's free space when its `bottom` is `bottom`, against an
@@ -226,11 +219,7 @@ impl<T> Inner<T> {
     fn free_slots(&self, bottom: u32) -> u32 {
         let (steal, _) = unpack(self.top.load(Ordering::Acquire));
         let used = bottom.wrapping_sub(steal);
-        debug_assert!(
-            used <= self.capacity,
-            "deque: {used} live positions in {}",
-            self.capacity
-        );
+        debug_assert!(used <= self.capacity, "deque: {used} live positions in {}", self.capacity);
         self.capacity - used
     }
 
@@ -251,14 +240,8 @@ impl<T> Inner<T> {
             return Claim::Retry;
         }
         let claimed = pack(real, real.wrapping_add(1));
-        match self
-            .top
-            .compare_exchange(top, claimed, Ordering::SeqCst, Ordering::Relaxed)
-        {
-            Ok(_) => Claim::Won {
-                head: real,
-                len_seen: len as u32,
-            },
+        match self.top.compare_exchange(top, claimed, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => Claim::Won { head: real, len_seen: len as u32 },
             Err(_) => Claim::Retry,
         }
     }
@@ -362,16 +345,8 @@ pub fn bounded<T>(capacity: usize) -> Result<(Worker<T>, Stealer<T>), CapacityEr
 /// cross the `u32` wrap-around without 2^32 operations.
 fn bounded_from<T>(capacity: usize, start: u32) -> Result<(Worker<T>, Stealer<T>), CapacityError> {
     let inner = Arc::new(Inner::new(capacity, start)?);
-    let stealer = Stealer {
-        inner: inner.clone(),
-    };
-    Ok((
-        Worker {
-            inner,
-            _not_sync: PhantomData,
-        },
-        stealer,
-    ))
+    let stealer = Stealer { inner: inner.clone() };
+    Ok((Worker { inner, _not_sync: PhantomData }, stealer))
 }
 
 /// The owner end: pushes and pops at the bottom, last in first out. Exactly
@@ -403,9 +378,7 @@ impl<T> Worker<T> {
         // saw `bottom - steal < capacity` against an Acquire load of `top`, so
         // every thief that read this slot's previous lap has released it.
         unsafe { inner.put(bottom, value) };
-        inner
-            .bottom
-            .store(bottom.wrapping_add(1), Ordering::Release);
+        inner.bottom.store(bottom.wrapping_add(1), Ordering::Release);
         Ok(())
     }
 
@@ -452,17 +425,9 @@ impl<T> Worker<T> {
             }
             // With no claim in progress, keep `steal == real`; during one,
             // the claiming thief moves `steal` when it is done.
-            let steal_next = if steal == real {
-                real.wrapping_add(1)
-            } else {
-                steal
-            };
+            let steal_next = if steal == real { real.wrapping_add(1) } else { steal };
             let next = pack(steal_next, real.wrapping_add(1));
-            match self
-                .inner
-                .top
-                .compare_exchange(top, next, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.inner.top.compare_exchange(top, next, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => return true,
                 // Either a thief claimed `index` (caught above) or a claim
                 // below it ended and moved `steal`: look again.
@@ -491,15 +456,12 @@ impl<T> Worker<T> {
 
     /// Our free space; only the owner calls it (`Worker` is not `Sync`).
     fn free_slots(&self) -> u32 {
-        self.inner
-            .free_slots(self.inner.bottom.load(Ordering::Relaxed))
+        self.inner.free_slots(self.inner.bottom.load(Ordering::Relaxed))
     }
 
     /// Another thief end for this deque.
     pub fn stealer(&self) -> Stealer<T> {
-        Stealer {
-            inner: self.inner.clone(),
-        }
+        Stealer { inner: self.inner.clone() }
     }
 
     /// Moves `count` claimed positions of `source` from `from` on into our
@@ -522,9 +484,7 @@ impl<T> Worker<T> {
                 inner.put(bottom.wrapping_add(offset), value);
             }
         }
-        inner
-            .bottom
-            .store(bottom.wrapping_add(count), Ordering::Release);
+        inner.bottom.store(bottom.wrapping_add(count), Ordering::Release);
     }
 }
 
@@ -535,9 +495,7 @@ pub struct Stealer<T> {
 
 impl<T> Clone for Stealer<T> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
@@ -575,15 +533,9 @@ impl<T> Stealer<T> {
             Claim::Won { head, len_seen } => (head, len_seen),
         };
         let max = u32::try_from(max).unwrap_or(u32::MAX).max(1);
-        let want = len_seen
-            .div_ceil(2)
-            .min(max)
-            .min(dest.free_slots().saturating_add(1));
+        let want = len_seen.div_ceil(2).min(max).min(dest.free_slots().saturating_add(1));
         let claimed = source.extend_claim(head, want);
-        debug_assert!(
-            (1..=want).contains(&claimed),
-            "deque: claimed {claimed} of {want}"
-        );
+        debug_assert!((1..=want).contains(&claimed), "deque: claimed {claimed} of {want}");
         // SAFETY: our claim covers `head..head + claimed`, whose writes the
         // Acquire `bottom` loads saw published.
         let first = unsafe { source.take(head) };
@@ -652,9 +604,7 @@ impl<T> fmt::Debug for Worker<T> {
 
 impl<T> fmt::Debug for Stealer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("deque::Stealer")
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("deque::Stealer").field("len", &self.len()).finish()
     }
 }
 
@@ -678,10 +628,7 @@ mod tests {
         assert_eq!(bounded::<u8>(0).unwrap_err(), CapacityError::Zero);
         assert_eq!(
             bounded::<u8>(CAPACITY_MAX + 1).unwrap_err(),
-            CapacityError::TooLarge {
-                requested: CAPACITY_MAX + 1,
-                max: CAPACITY_MAX
-            }
+            CapacityError::TooLarge { requested: CAPACITY_MAX + 1, max: CAPACITY_MAX }
         );
     }
 
@@ -715,10 +662,7 @@ mod tests {
         worker.push(3).unwrap();
         assert_eq!(worker.push(9), Err(Full(9)));
         assert_eq!(worker.len(), 3);
-        assert_eq!(
-            [worker.pop(), worker.pop(), worker.pop()],
-            [Some(3), Some(2), Some(1)]
-        );
+        assert_eq!([worker.pop(), worker.pop(), worker.pop()], [Some(3), Some(2), Some(1)]);
         assert_eq!(worker.pop(), None);
     }
 
@@ -751,10 +695,7 @@ mod tests {
             assert_eq!(worker.len(), 3);
             assert_eq!(stealer.steal(), Steal::Success(expected_front));
             // One element left after the first of the batch: half of 2.
-            assert_eq!(
-                stealer.steal_batch_and_pop(&local, 8),
-                Steal::Success(expected_front + 1)
-            );
+            assert_eq!(stealer.steal_batch_and_pop(&local, 8), Steal::Success(expected_front + 1));
             assert_eq!(worker.pop(), Some(next - 1));
             assert_eq!(local.pop(), None);
             expected_front = next;
@@ -793,10 +734,7 @@ mod tests {
             worker.push(i).unwrap();
         }
         assert_eq!(stealer.steal_batch_and_pop(&local, 3), Steal::Success(0));
-        assert_eq!(
-            [local.pop(), local.pop(), local.pop()],
-            [Some(2), Some(1), None]
-        );
+        assert_eq!([local.pop(), local.pop(), local.pop()], [Some(2), Some(1), None]);
         assert_eq!(worker.len(), 9);
     }
 
@@ -834,11 +772,7 @@ mod tests {
         let second = stealer.clone();
         drop(worker);
         drop(stealer);
-        assert_eq!(
-            drops.load(std::sync::atomic::Ordering::Relaxed),
-            4,
-            "a stealer still holds it"
-        );
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 4, "a stealer still holds it");
         drop(second);
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 5);
     }

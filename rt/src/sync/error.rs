@@ -63,10 +63,7 @@ pub const CAPACITY_MAX: usize = 1 << 30;
 pub(crate) fn check_capacity(requested: usize) -> Result<usize, CapacityError> {
     match requested {
         0 => Err(CapacityError::Zero),
-        n if n > CAPACITY_MAX => Err(CapacityError::TooLarge {
-            requested: n,
-            max: CAPACITY_MAX,
-        }),
+        n if n > CAPACITY_MAX => Err(CapacityError::TooLarge { requested: n, max: CAPACITY_MAX }),
         n => Ok(n),
     }
 }

@@ -101,10 +101,7 @@ pub(super) struct Laps {
 impl Laps {
     fn new(capacity: usize) -> Self {
         debug_assert!(capacity >= 1);
-        Self {
-            capacity,
-            one_lap: (capacity + 1).next_power_of_two(),
-        }
+        Self { capacity, one_lap: (capacity + 1).next_power_of_two() }
     }
 
     /// The slot of a position.
@@ -204,8 +201,7 @@ impl<T> Slot<T> {
         // initialised and its write happened before; 2. the caller's claim is
         // the only one, so nobody else reads or overwrites it before the free
         // stamp is stored (function contract).
-        self.value
-            .with_mut(|cell| unsafe { (*cell).assume_init_read() })
+        self.value.with_mut(|cell| unsafe { (*cell).assume_init_read() })
     }
 }
 
@@ -390,9 +386,7 @@ impl<T> MpmcQueue<T> {
     /// [`CapacityError`] when `capacity` is 0 or above
     /// [`CAPACITY_MAX`](super::CAPACITY_MAX).
     pub fn with_capacity(capacity: usize) -> Result<Self, CapacityError> {
-        Ok(Self {
-            ring: Ring::with_capacity(capacity)?,
-        })
+        Ok(Self { ring: Ring::with_capacity(capacity)? })
     }
 
     /// Pushes an element at the back, or hands it back in [`Full`] when the
@@ -495,16 +489,10 @@ mod tests {
 
     #[test]
     fn rejects_zero_and_oversized_capacities() {
-        assert_eq!(
-            MpmcQueue::<u8>::with_capacity(0).unwrap_err(),
-            CapacityError::Zero
-        );
+        assert_eq!(MpmcQueue::<u8>::with_capacity(0).unwrap_err(), CapacityError::Zero);
         assert_eq!(
             MpmcQueue::<u8>::with_capacity(CAPACITY_MAX + 1).unwrap_err(),
-            CapacityError::TooLarge {
-                requested: CAPACITY_MAX + 1,
-                max: CAPACITY_MAX
-            }
+            CapacityError::TooLarge { requested: CAPACITY_MAX + 1, max: CAPACITY_MAX }
         );
     }
 
@@ -553,9 +541,8 @@ mod tests {
     fn positions_skip_to_the_next_lap_after_the_last_index() {
         let laps = Laps::new(3);
         assert_eq!(laps.one_lap, 4);
-        let walk: Vec<usize> = std::iter::successors(Some(0), |&p| Some(laps.next(p)))
-            .take(7)
-            .collect();
+        let walk: Vec<usize> =
+            std::iter::successors(Some(0), |&p| Some(laps.next(p))).take(7).collect();
         assert_eq!(walk, [0, 1, 2, 4, 5, 6, 8]);
         assert_eq!(laps.distance(1, 5), 3);
         assert_eq!(laps.distance(2, 4), 1);
@@ -576,9 +563,7 @@ mod tests {
         queue.ring.head.store(start, Ordering::Relaxed);
         queue.ring.tail.store(start, Ordering::Relaxed);
         for index in 0..3 {
-            queue.ring.slots[index]
-                .stamp
-                .store(start + index, Ordering::Relaxed);
+            queue.ring.slots[index].stamp.store(start + index, Ordering::Relaxed);
         }
         for round in 0..4 {
             for i in 0..3 {
@@ -591,10 +576,7 @@ mod tests {
             }
             assert_eq!(queue.pop(), None);
         }
-        assert!(
-            queue.ring.head.load(Ordering::Relaxed) < start,
-            "the counters wrapped"
-        );
+        assert!(queue.ring.head.load(Ordering::Relaxed) < start, "the counters wrapped");
     }
 
     #[test]

@@ -110,9 +110,7 @@ impl<T> MpscQueue<T> {
     /// [`CapacityError`] when `capacity` is 0 or above
     /// [`CAPACITY_MAX`](super::CAPACITY_MAX).
     pub fn with_capacity(capacity: usize) -> Result<Self, CapacityError> {
-        Ok(Self {
-            ring: Ring::with_capacity(capacity)?,
-        })
+        Ok(Self { ring: Ring::with_capacity(capacity)? })
     }
 
     /// Pushes an element from any thread, or hands it back in [`Full`] when
@@ -294,10 +292,7 @@ impl<S, U> Mailbox<S, U> {
 
 impl<S, U> fmt::Debug for Mailbox<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mailbox")
-            .field("system", &self.system)
-            .field("user", &self.user)
-            .finish()
+        f.debug_struct("Mailbox").field("system", &self.system).field("user", &self.user).finish()
     }
 }
 
@@ -332,13 +327,8 @@ pub fn mailbox<S, U>(
     user_capacity: usize,
 ) -> Result<(MailboxSender<S, U>, MailboxReceiver<S, U>), CapacityError> {
     let mailbox = Arc::new(Mailbox::with_capacity(system_capacity, user_capacity)?);
-    let sender = MailboxSender {
-        mailbox: mailbox.clone(),
-    };
-    let receiver = MailboxReceiver {
-        mailbox,
-        not_sync: PhantomData,
-    };
+    let sender = MailboxSender { mailbox: mailbox.clone() };
+    let receiver = MailboxReceiver { mailbox, not_sync: PhantomData };
     Ok((sender, receiver))
 }
 
@@ -371,17 +361,13 @@ impl<S, U> MailboxSender<S, U> {
 
 impl<S, U> Clone for MailboxSender<S, U> {
     fn clone(&self) -> Self {
-        Self {
-            mailbox: self.mailbox.clone(),
-        }
+        Self { mailbox: self.mailbox.clone() }
     }
 }
 
 impl<S, U> fmt::Debug for MailboxSender<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MailboxSender")
-            .field("mailbox", &*self.mailbox)
-            .finish()
+        f.debug_struct("MailboxSender").field("mailbox", &*self.mailbox).finish()
     }
 }
 
@@ -430,9 +416,7 @@ impl<S, U> MailboxReceiver<S, U> {
 
 impl<S, U> fmt::Debug for MailboxReceiver<S, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MailboxReceiver")
-            .field("mailbox", &*self.mailbox)
-            .finish()
+        f.debug_struct("MailboxReceiver").field("mailbox", &*self.mailbox).finish()
     }
 }
 
@@ -456,30 +440,12 @@ mod tests {
 
     #[test]
     fn rejects_zero_and_oversized_capacities() {
-        assert_eq!(
-            MpscQueue::<u8>::with_capacity(0).unwrap_err(),
-            CapacityError::Zero
-        );
-        let too_large = CapacityError::TooLarge {
-            requested: CAPACITY_MAX + 1,
-            max: CAPACITY_MAX,
-        };
-        assert_eq!(
-            MpscQueue::<u8>::with_capacity(CAPACITY_MAX + 1).unwrap_err(),
-            too_large
-        );
-        assert_eq!(
-            Mailbox::<u8, u8>::with_capacity(0, 4).unwrap_err(),
-            CapacityError::Zero
-        );
-        assert_eq!(
-            Mailbox::<u8, u8>::with_capacity(4, 0).unwrap_err(),
-            CapacityError::Zero
-        );
-        assert_eq!(
-            mailbox::<u8, u8>(4, CAPACITY_MAX + 1).unwrap_err(),
-            too_large
-        );
+        assert_eq!(MpscQueue::<u8>::with_capacity(0).unwrap_err(), CapacityError::Zero);
+        let too_large = CapacityError::TooLarge { requested: CAPACITY_MAX + 1, max: CAPACITY_MAX };
+        assert_eq!(MpscQueue::<u8>::with_capacity(CAPACITY_MAX + 1).unwrap_err(), too_large);
+        assert_eq!(Mailbox::<u8, u8>::with_capacity(0, 4).unwrap_err(), CapacityError::Zero);
+        assert_eq!(Mailbox::<u8, u8>::with_capacity(4, 0).unwrap_err(), CapacityError::Zero);
+        assert_eq!(mailbox::<u8, u8>(4, CAPACITY_MAX + 1).unwrap_err(), too_large);
     }
 
     #[test]

@@ -114,20 +114,9 @@ const NOTIFIED: u32 = 2;
 /// assert!(!parker.park_timeout(Duration::from_millis(1))); // no token left
 /// ```
 pub fn pair() -> (Parker, Unparker) {
-    let inner = Arc::new(Inner {
-        state: AtomicU32::new(EMPTY),
-        futex: Futex::new(),
-    });
-    let unparker = Unparker {
-        inner: inner.clone(),
-    };
-    (
-        Parker {
-            inner,
-            _not_sync: PhantomData,
-        },
-        unparker,
-    )
+    let inner = Arc::new(Inner { state: AtomicU32::new(EMPTY), futex: Futex::new() });
+    let unparker = Unparker { inner: inner.clone() };
+    (Parker { inner, _not_sync: PhantomData }, unparker)
 }
 
 /// The state word and the sleep it parks on.
@@ -140,10 +129,7 @@ impl Inner {
     /// `EMPTY -> PARKED`. Returns false, having consumed the token, when an
     /// unpark came first; the caller then must not sleep.
     fn begin_park(&self) -> bool {
-        match self
-            .state
-            .compare_exchange(EMPTY, PARKED, Ordering::Relaxed, Ordering::Relaxed)
-        {
+        match self.state.compare_exchange(EMPTY, PARKED, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => true,
             Err(state) => {
                 debug_assert_eq!(state, NOTIFIED, "park: only the parker sets PARKED");
@@ -160,9 +146,7 @@ impl Inner {
     /// `NOTIFIED -> EMPTY` after a wait returned; false if still `PARKED`
     /// (a spurious wake-up, a signal or a timeout).
     fn take_token(&self) -> bool {
-        self.state
-            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+        self.state.compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
     /// Leaves `PARKED` when giving up on a timeout; true if a token came in
@@ -221,9 +205,7 @@ impl Parker {
 
     /// Another unparker for this parker.
     pub fn unparker(&self) -> Unparker {
-        Unparker {
-            inner: self.inner.clone(),
-        }
+        Unparker { inner: self.inner.clone() }
     }
 }
 
@@ -319,9 +301,7 @@ impl Futex {
             // Below 10^9, so it fits every platform's `c_long`.
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         });
-        let timespec_ptr = timespec
-            .as_ref()
-            .map_or(std::ptr::null(), std::ptr::from_ref);
+        let timespec_ptr = timespec.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
         // SAFETY: 1. `word.as_ptr()` points to a live, aligned `u32` for the
         // whole call (we hold a reference to it); the kernel only reads it.
         // 2. `timespec_ptr` is null or points to `timespec`, which outlives
@@ -360,11 +340,7 @@ impl Futex {
                 1i32,
             )
         };
-        debug_assert!(
-            result >= 0,
-            "futex wake failed: {}",
-            std::io::Error::last_os_error()
-        );
+        debug_assert!(result >= 0, "futex wake failed: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -378,10 +354,7 @@ struct Futex {
 #[cfg(zbmd_loom)]
 impl Futex {
     fn new() -> Self {
-        Self {
-            lock: super::facade::Mutex::new(()),
-            sleepers: super::facade::Condvar::new(),
-        }
+        Self { lock: super::facade::Mutex::new(()), sleepers: super::facade::Condvar::new() }
     }
 
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
@@ -429,10 +402,7 @@ mod tests {
         unparker.unpark();
         unparker.clone().unpark();
         parker.park();
-        assert!(
-            !parker.park_timeout(Duration::from_millis(5)),
-            "a second token appeared"
-        );
+        assert!(!parker.park_timeout(Duration::from_millis(5)), "a second token appeared");
         parker.unparker().unpark();
         assert!(parker.park_timeout(Duration::from_secs(60)));
     }

@@ -87,8 +87,7 @@ impl<T> Drop for Ring<T> {
             // other thread touches the ring, and the `Arc` that owned it
             // synchronised with their last operations. Counters in
             // `head..tail` hold initialised elements that nobody popped.
-            self.slot(index)
-                .with_mut(|slot| unsafe { (*slot).assume_init_drop() });
+            self.slot(index).with_mut(|slot| unsafe { (*slot).assume_init_drop() });
             index = index.wrapping_add(1);
         }
     }
@@ -118,9 +117,7 @@ impl<T> Drop for Ring<T> {
 pub fn channel<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
     let capacity = check_capacity(capacity)?;
     let slot_count = capacity.next_power_of_two();
-    let slots = (0..slot_count)
-        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-        .collect();
+    let slots = (0..slot_count).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicUsize::new(0)),
         tail: CachePadded::new(AtomicUsize::new(0)),
@@ -128,16 +125,8 @@ pub fn channel<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), Capacit
         mask: slot_count - 1,
         capacity,
     });
-    let producer = Producer {
-        ring: ring.clone(),
-        tail: 0,
-        head_cached: 0,
-    };
-    let consumer = Consumer {
-        ring,
-        head: 0,
-        tail_cached: 0,
-    };
+    let producer = Producer { ring: ring.clone(), tail: 0, head_cached: 0 };
+    let consumer = Consumer { ring, head: 0, tail_cached: 0 };
     Ok((producer, consumer))
 }
 
@@ -162,9 +151,7 @@ impl<T> Producer<T> {
         // SAFETY: `free_slots` saw `tail - head < capacity` against a `head`
         // loaded with Acquire, so the consumer finished with this slot's
         // previous lap and will not read it until we publish `tail + 1`.
-        self.ring
-            .slot(tail)
-            .with_mut(|slot| unsafe { (*slot).write(value) });
+        self.ring.slot(tail).with_mut(|slot| unsafe { (*slot).write(value) });
         self.publish(tail.wrapping_add(1));
         Ok(())
     }
@@ -183,9 +170,7 @@ impl<T> Producer<T> {
             // SAFETY: as in `push`: the `count` slots from `tail` are free,
             // because `free_slots` proved `count` of them are behind the
             // consumer's Acquire-loaded `head`.
-            self.ring
-                .slot(index)
-                .with_mut(|slot| unsafe { (*slot).write(*value) });
+            self.ring.slot(index).with_mut(|slot| unsafe { (*slot).write(*value) });
         }
         if count > 0 {
             self.publish(tail.wrapping_add(count));
@@ -196,8 +181,7 @@ impl<T> Producer<T> {
     /// How many elements the ring holds: exact for the producer's own
     /// pushes, a snapshot of the consumer's progress.
     pub fn len(&self) -> usize {
-        self.tail
-            .wrapping_sub(self.ring.head.load(Ordering::Acquire))
+        self.tail.wrapping_sub(self.ring.head.load(Ordering::Acquire))
     }
 
     /// Whether the ring looked empty at the moment of the call.
@@ -220,10 +204,7 @@ impl<T> Producer<T> {
             self.head_cached = self.ring.head.load(Ordering::Acquire);
             used = self.tail.wrapping_sub(self.head_cached);
         }
-        debug_assert!(
-            used <= capacity,
-            "spsc: {used} elements in a ring of {capacity}"
-        );
+        debug_assert!(used <= capacity, "spsc: {used} elements in a ring of {capacity}");
         capacity - used
     }
 
@@ -254,10 +235,7 @@ impl<T> Consumer<T> {
         // SAFETY: `ready_slots` saw `head < tail` against a `tail` loaded with
         // Acquire, so the producer initialised this slot and will not touch
         // it again until we publish `head + 1`.
-        let value = self
-            .ring
-            .slot(head)
-            .with(|slot| unsafe { (*slot).assume_init_read() });
+        let value = self.ring.slot(head).with(|slot| unsafe { (*slot).assume_init_read() });
         self.publish(head.wrapping_add(1));
         Some(value)
     }
@@ -284,10 +262,7 @@ impl<T> Consumer<T> {
             let index = head.wrapping_add(offset);
             // SAFETY: as in `pop`: the `count` slots from `head` are below the
             // Acquire-loaded `tail`, hence initialised, and each is read once.
-            let value = self
-                .ring
-                .slot(index)
-                .with(|slot| unsafe { (*slot).assume_init_read() });
+            let value = self.ring.slot(index).with(|slot| unsafe { (*slot).assume_init_read() });
             sink(offset, value);
         }
         // The slots are published back only after the whole batch is out. A
@@ -302,10 +277,7 @@ impl<T> Consumer<T> {
     /// How many elements the ring holds: a snapshot of the producer's
     /// progress, exact for the consumer's own pops.
     pub fn len(&self) -> usize {
-        self.ring
-            .tail
-            .load(Ordering::Acquire)
-            .wrapping_sub(self.head)
+        self.ring.tail.load(Ordering::Acquire).wrapping_sub(self.head)
     }
 
     /// Whether the ring looked empty at the moment of the call.
@@ -372,10 +344,7 @@ mod tests {
         assert_eq!(channel::<u8>(0).unwrap_err(), CapacityError::Zero);
         assert_eq!(
             channel::<u8>(CAPACITY_MAX + 1).unwrap_err(),
-            CapacityError::TooLarge {
-                requested: CAPACITY_MAX + 1,
-                max: CAPACITY_MAX
-            }
+            CapacityError::TooLarge { requested: CAPACITY_MAX + 1, max: CAPACITY_MAX }
         );
     }
 
@@ -390,10 +359,7 @@ mod tests {
         assert_eq!(rx.pop(), Some(0));
         tx.push(3).unwrap();
         assert_eq!(tx.push(9), Err(Full(9)));
-        assert_eq!(
-            (1..4).map(|_| rx.pop().unwrap()).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
+        assert_eq!((1..4).map(|_| rx.pop().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(rx.pop(), None);
     }
 
@@ -444,10 +410,7 @@ mod tests {
             tx.push(i).unwrap();
         }
         assert_eq!(tx.push(4), Err(Full(4)));
-        assert_eq!(
-            (0..4).map(|_| rx.pop().unwrap()).collect::<Vec<_>>(),
-            [0, 1, 2, 3]
-        );
+        assert_eq!((0..4).map(|_| rx.pop().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
         assert_eq!(rx.pop(), None);
     }
 
@@ -483,17 +446,7 @@ mod tests {
             tx.push(word.to_string()).unwrap();
         }
         let mut seen = Vec::new();
-        assert_eq!(
-            rx.pop_batch(8, |offset, value| seen.push((offset, value))),
-            3
-        );
-        assert_eq!(
-            seen,
-            [
-                (0, "a".to_string()),
-                (1, "b".to_string()),
-                (2, "c".to_string())
-            ]
-        );
+        assert_eq!(rx.pop_batch(8, |offset, value| seen.push((offset, value))), 3);
+        assert_eq!(seen, [(0, "a".to_string()), (1, "b".to_string()), (2, "c".to_string())]);
     }
 }

@@ -87,9 +87,7 @@ impl<T> InsertError<T> {
 
 impl<T> fmt::Debug for InsertError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InsertError")
-            .field("reason", &self.reason)
-            .finish_non_exhaustive()
+        f.debug_struct("InsertError").field("reason", &self.reason).finish_non_exhaustive()
     }
 }
 

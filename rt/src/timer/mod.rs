@@ -189,29 +189,15 @@ impl<T> TimerWheel<T> {
             return Err(TimerError::ZeroCapacity);
         }
         if capacity > CAPACITY_MAX {
-            return Err(TimerError::CapacityTooLarge {
-                requested: capacity,
-                max: CAPACITY_MAX,
-            });
+            return Err(TimerError::CapacityTooLarge { requested: capacity, max: CAPACITY_MAX });
         }
         if !(TICK_MIN..=TICK_MAX).contains(&tick) {
-            return Err(TimerError::TickOutOfRange {
-                tick,
-                min: TICK_MIN,
-                max: TICK_MAX,
-            });
+            return Err(TimerError::TickOutOfRange { tick, min: TICK_MIN, max: TICK_MAX });
         }
         let tick_ns =
             u64::try_from(tick.as_nanos()).expect("TICK_MAX is far below u64 nanoseconds");
         let slab = Slab::new(capacity)?;
-        Ok(Self {
-            start,
-            tick,
-            tick_ns,
-            elapsed_tick: 0,
-            occupied: [0; LEVELS],
-            slab,
-        })
+        Ok(Self { start, tick, tick_ns, elapsed_tick: 0, occupied: [0; LEVELS], slab })
     }
 
     /// Sets a timer that hands `payload` to [`TimerWheel::poll`]'s `fire` at
@@ -227,13 +213,10 @@ impl<T> TimerWheel<T> {
             Err(reason) => return Err(InsertError { reason, payload }),
         };
         let capacity = self.capacity();
-        let (index, generation) =
-            self.slab
-                .alloc(deadline_tick, payload)
-                .map_err(|payload| InsertError {
-                    reason: TimerError::Full { capacity },
-                    payload,
-                })?;
+        let (index, generation) = self
+            .slab
+            .alloc(deadline_tick, payload)
+            .map_err(|payload| InsertError { reason: TimerError::Full { capacity }, payload })?;
         self.file(index);
         Ok(TimerKey { index, generation })
     }
@@ -289,10 +272,7 @@ impl<T> TimerWheel<T> {
             if expiry.tick > now_tick {
                 break;
             }
-            debug_assert!(
-                expiry.tick >= self.elapsed_tick,
-                "the wheel never moves backwards"
-            );
+            debug_assert!(expiry.tick >= self.elapsed_tick, "the wheel never moves backwards");
             fired += self.expire(expiry, now_tick, &mut fire);
         }
         self.elapsed_tick = now_tick;
@@ -326,19 +306,12 @@ impl<T> TimerWheel<T> {
     pub fn check_invariants(&self) {
         let mut seen = [0u64; LEVELS];
         self.slab.check(|list, deadline_tick| {
-            assert_eq!(
-                list,
-                list_for(self.elapsed_tick, deadline_tick),
-                "a timer is misfiled"
-            );
+            assert_eq!(list, list_for(self.elapsed_tick, deadline_tick), "a timer is misfiled");
             if let Some((level, slot)) = level_slot(list) {
                 seen[level] |= 1 << slot;
             }
         });
-        assert_eq!(
-            seen, self.occupied,
-            "the occupancy bitmaps disagree with the lists"
-        );
+        assert_eq!(seen, self.occupied, "the occupancy bitmaps disagree with the lists");
     }
 
     /// Visits one list at its expiry: fires its timers that are due and files
@@ -357,20 +330,14 @@ impl<T> TimerWheel<T> {
         let first = self.slab.detach(expiry.list);
         debug_assert!(first != NIL, "the occupancy bitmap named an empty slot");
         self.clear_if_empty(expiry.list);
-        let mut chain = Expiring {
-            wheel: self,
-            rest: first,
-        };
+        let mut chain = Expiring { wheel: self, rest: first };
         let mut fired = 0;
         while chain.rest != NIL {
             let index = chain.rest;
             let wheel = &mut *chain.wheel;
             chain.rest = wheel.slab.take_from_chain(index);
             if wheel.slab.deadline_tick(index) <= wheel.elapsed_tick {
-                let key = TimerKey {
-                    index,
-                    generation: wheel.slab.generation(index),
-                };
+                let key = TimerKey { index, generation: wheel.slab.generation(index) };
                 fire(key, wheel.slab.free(index));
                 fired += 1;
             } else {
@@ -385,18 +352,9 @@ impl<T> TimerWheel<T> {
     /// `span_start` as far as the earliest overflow deadline, or `now`: a
     /// large jump then crosses many empty spans in one step.
     fn overflow_target(&self, span_start: u64, now_tick: u64) -> u64 {
-        debug_assert_eq!(
-            self.occupied, [0; LEVELS],
-            "overflow is visited only after the wheel"
-        );
-        let earliest = self
-            .slab
-            .min_deadline_tick(OVERFLOW_LIST)
-            .unwrap_or(span_start);
-        debug_assert!(
-            earliest >= span_start,
-            "an overflow timer is due in the current span"
-        );
+        debug_assert_eq!(self.occupied, [0; LEVELS], "overflow is visited only after the wheel");
+        let earliest = self.slab.min_deadline_tick(OVERFLOW_LIST).unwrap_or(span_start);
+        debug_assert!(earliest >= span_start, "an overflow timer is due in the current span");
         let target = earliest.min(now_tick);
         debug_assert!(target >= span_start && target >= self.elapsed_tick);
         target
@@ -406,15 +364,11 @@ impl<T> TimerWheel<T> {
     /// after the wheel's position on the finest non-empty level, else the
     /// overflow list at the start of the next span.
     fn next_expiry(&self) -> Option<Expiry> {
-        (0..LEVELS)
-            .find_map(|level| self.next_expiry_on(level))
-            .or_else(|| {
-                let span_next = (self.elapsed_tick | (SPAN_TICKS - 1)) + 1;
-                (!self.slab.is_empty(OVERFLOW_LIST)).then_some(Expiry {
-                    list: OVERFLOW_LIST,
-                    tick: span_next,
-                })
-            })
+        (0..LEVELS).find_map(|level| self.next_expiry_on(level)).or_else(|| {
+            let span_next = (self.elapsed_tick | (SPAN_TICKS - 1)) + 1;
+            (!self.slab.is_empty(OVERFLOW_LIST))
+                .then_some(Expiry { list: OVERFLOW_LIST, tick: span_next })
+        })
     }
 
     /// The first occupied slot on `level`, with the tick at which it starts.
@@ -424,16 +378,8 @@ impl<T> TimerWheel<T> {
         let position = (self.elapsed_tick >> shift) & SLOT_MASK;
         // Level 0 may hold timers in the current slot (due now); a coarser
         // level's current slot was cascaded when the wheel entered it.
-        let behind = if level == 0 {
-            (1 << position) - 1
-        } else {
-            u64::MAX >> (63 - position)
-        };
-        debug_assert_eq!(
-            occupied & behind,
-            0,
-            "level {level} holds a slot the wheel has passed"
-        );
+        let behind = if level == 0 { (1 << position) - 1 } else { u64::MAX >> (63 - position) };
+        debug_assert_eq!(occupied & behind, 0, "level {level} holds a slot the wheel has passed");
         if occupied == 0 {
             return None;
         }
@@ -479,9 +425,7 @@ impl<T> TimerWheel<T> {
     /// The tick `now` falls in: rounded down, so no timer fires early.
     fn now_tick(&self, now: Instant) -> u64 {
         let ticks = now.saturating_duration_since(self.start).as_nanos() / u128::from(self.tick_ns);
-        u64::try_from(ticks)
-            .unwrap_or(u64::MAX)
-            .min(DEADLINE_TICKS_MAX)
+        u64::try_from(ticks).unwrap_or(u64::MAX).min(DEADLINE_TICKS_MAX)
     }
 
     /// The instant tick `tick` starts at, if the platform's `Instant` reaches it.

@@ -47,9 +47,7 @@ impl<T> Slab<T> {
     pub(super) fn new(capacity: usize) -> Result<Self, TimerError> {
         assert!(capacity >= 1 && capacity < NIL as usize);
         let mut entries = Vec::new();
-        entries
-            .try_reserve_exact(capacity)
-            .map_err(|_| TimerError::OutOfMemory { capacity })?;
+        entries.try_reserve_exact(capacity).map_err(|_| TimerError::OutOfMemory { capacity })?;
         entries.extend((1..=capacity).map(|next| Entry {
             deadline_tick: 0,
             prev: NIL,
@@ -97,10 +95,7 @@ impl<T> Slab<T> {
     pub(super) fn free(&mut self, index: u32) -> T {
         let entry = &mut self.entries[index as usize];
         debug_assert_eq!(entry.list, LIST_NONE, "only an unlinked entry may be freed");
-        let payload = entry
-            .payload
-            .take()
-            .expect("a live entry holds its payload");
+        let payload = entry.payload.take().expect("a live entry holds its payload");
         entry.generation = entry.generation.wrapping_add(1);
         entry.list = LIST_FREE;
         entry.next = self.free_head;
@@ -136,10 +131,7 @@ impl<T> Slab<T> {
         debug_assert!(entry.payload.is_some());
         (entry.prev, entry.next, entry.list) = (NIL, head, list);
         if head != NIL {
-            debug_assert_eq!(
-                self.entries[head as usize].prev, NIL,
-                "a list's head has no prev"
-            );
+            debug_assert_eq!(self.entries[head as usize].prev, NIL, "a list's head has no prev");
             self.entries[head as usize].prev = index;
         }
         self.heads[usize::from(list)] = index;
@@ -147,13 +139,8 @@ impl<T> Slab<T> {
 
     /// Takes a live entry off its list, in O(1); returns the list it was on.
     pub(super) fn unlink(&mut self, index: u32) -> ListId {
-        let Entry {
-            prev, next, list, ..
-        } = self.entries[index as usize];
-        debug_assert!(
-            list != LIST_FREE && list != LIST_NONE,
-            "unlinking an entry on no list"
-        );
+        let Entry { prev, next, list, .. } = self.entries[index as usize];
+        debug_assert!(list != LIST_FREE && list != LIST_NONE, "unlinking an entry on no list");
         if prev == NIL {
             debug_assert_eq!(self.heads[usize::from(list)], index);
             self.heads[usize::from(list)] = next;
@@ -210,22 +197,12 @@ impl<T> Slab<T> {
             let mut cursor = head;
             while cursor != NIL {
                 let entry = &self.entries[cursor as usize];
-                assert_eq!(
-                    usize::from(entry.list),
-                    list,
-                    "entry {cursor} is on the wrong list"
-                );
+                assert_eq!(usize::from(entry.list), list, "entry {cursor} is on the wrong list");
                 assert_eq!(entry.prev, prev, "entry {cursor} has a broken prev link");
-                assert!(
-                    entry.payload.is_some(),
-                    "entry {cursor} is linked but holds no payload"
-                );
+                assert!(entry.payload.is_some(), "entry {cursor} is linked but holds no payload");
                 check(entry.list, entry.deadline_tick);
                 live += 1;
-                assert!(
-                    live <= self.len,
-                    "a list is longer than the wheel holds: a cycle"
-                );
+                assert!(live <= self.len, "a list is longer than the wheel holds: a cycle");
                 (prev, cursor) = (cursor, entry.next);
             }
         }
@@ -242,10 +219,6 @@ impl<T> Slab<T> {
             assert!(free <= self.capacity(), "the free list has a cycle");
             cursor = entry.next;
         }
-        assert_eq!(
-            live + free,
-            self.capacity(),
-            "entries are lost from the free list"
-        );
+        assert_eq!(live + free, self.capacity(), "entries are lost from the free list");
     }
 }

@@ -9,10 +9,7 @@ const TICK: Duration = Duration::from_millis(1);
 
 fn wheel<T>(capacity: usize) -> (TimerWheel<T>, Instant) {
     let start = Instant::now();
-    (
-        TimerWheel::new(capacity, TICK, start).expect("a valid wheel"),
-        start,
-    )
+    (TimerWheel::new(capacity, TICK, start).expect("a valid wheel"), start)
 }
 
 /// The instant `ticks` ticks (of 1 ms) after `start`.
@@ -43,23 +40,12 @@ fn new_rejects_bad_arguments() {
     assert_eq!(new(0, TICK), Err(TimerError::ZeroCapacity));
     assert_eq!(
         new(CAPACITY_MAX + 1, TICK),
-        Err(TimerError::CapacityTooLarge {
-            requested: CAPACITY_MAX + 1,
-            max: CAPACITY_MAX
-        })
+        Err(TimerError::CapacityTooLarge { requested: CAPACITY_MAX + 1, max: CAPACITY_MAX })
     );
-    for tick in [
-        Duration::ZERO,
-        Duration::from_nanos(999),
-        Duration::from_millis(1001),
-    ] {
+    for tick in [Duration::ZERO, Duration::from_nanos(999), Duration::from_millis(1001)] {
         assert_eq!(
             new(1, tick),
-            Err(TimerError::TickOutOfRange {
-                tick,
-                min: TICK_MIN,
-                max: TICK_MAX
-            })
+            Err(TimerError::TickOutOfRange { tick, min: TICK_MIN, max: TICK_MAX })
         );
     }
     assert_eq!(new(1, TICK_MIN), Ok(()));
@@ -72,17 +58,11 @@ fn fires_at_its_tick_never_before() {
     let (mut wheel, start) = wheel(4);
     wheel.insert(at(start, 5), "on a tick").unwrap();
     // 5.3 ms rounds up to tick 6.
-    wheel
-        .insert(at(start, 5) + Duration::from_micros(300), "between ticks")
-        .unwrap();
+    wheel.insert(at(start, 5) + Duration::from_micros(300), "between ticks").unwrap();
     let quarter = Duration::from_micros(250);
     let mut now = start;
     while now < at(start, 5) {
-        assert_eq!(
-            poll(&mut wheel, now),
-            Vec::<&str>::new(),
-            "fired early at {now:?}"
-        );
+        assert_eq!(poll(&mut wheel, now), Vec::<&str>::new(), "fired early at {now:?}");
         now += quarter;
     }
     assert_eq!(poll(&mut wheel, at(start, 5)), ["on a tick"]);
@@ -143,10 +123,7 @@ fn a_stale_key_does_not_cancel_the_entry_s_next_timer() {
     let newer = wheel.insert(at(start, 3), "newer").unwrap();
     assert_eq!(wheel.cancel(new), None, "stale after firing and reuse");
     assert_eq!(wheel.cancel(newer), Some("newer"));
-    let foreign = TimerKey {
-        index: 7,
-        generation: 0,
-    };
+    let foreign = TimerKey { index: 7, generation: 0 };
     assert_eq!(wheel.cancel(foreign), None, "an index beyond the slab");
 }
 
@@ -154,14 +131,9 @@ fn a_stale_key_does_not_cancel_the_entry_s_next_timer() {
 fn full_hands_the_payload_back_and_the_entry_is_reused_after_firing() {
     let (mut wheel, start) = wheel(1);
     wheel.insert(at(start, 1), String::from("first")).unwrap();
-    let rejected = wheel
-        .insert(at(start, 1), String::from("second"))
-        .unwrap_err();
+    let rejected = wheel.insert(at(start, 1), String::from("second")).unwrap_err();
     assert_eq!(rejected.reason, TimerError::Full { capacity: 1 });
-    assert!(
-        rejected.to_string().contains("full (1 timers pending)"),
-        "{rejected}"
-    );
+    assert!(rejected.to_string().contains("full (1 timers pending)"), "{rejected}");
     assert_eq!(rejected.into_payload(), "second");
     assert_eq!(wheel.len(), 1);
     assert_eq!(poll(&mut wheel, at(start, 1)), ["first"]);
@@ -177,10 +149,7 @@ fn a_level_2_timer_cascades_down_and_fires_at_its_tick() {
     assert_eq!(level_of(&wheel, key), 2);
     let mut levels_seen = vec![2];
     for tick in 0..deadline_tick {
-        assert!(
-            poll(&mut wheel, at(start, tick)).is_empty(),
-            "fired early at tick {tick}"
-        );
+        assert!(poll(&mut wheel, at(start, tick)).is_empty(), "fired early at tick {tick}");
         let level = level_of(&wheel, key);
         if levels_seen.last() != Some(&level) {
             levels_seen.push(level);
@@ -197,10 +166,7 @@ fn a_level_2_timer_cascades_down_and_fires_at_its_tick() {
 fn drive_to<T: std::fmt::Debug>(wheel: &mut TimerWheel<T>, deadline: Instant) -> T {
     for _ in 0..2 * (LEVELS + 1) {
         let next = wheel.next_deadline().expect("a timer is pending");
-        assert!(
-            next <= deadline,
-            "next_deadline {next:?} is after the deadline {deadline:?}"
-        );
+        assert!(next <= deadline, "next_deadline {next:?} is after the deadline {deadline:?}");
         if next == deadline {
             assert!(poll(wheel, deadline - Duration::from_nanos(1)).is_empty());
             let mut fired = poll(wheel, deadline);
@@ -223,11 +189,7 @@ fn far_deadlines_days_and_years_away_fire_on_time() {
     let k800 = wheel.insert(two_years, 800).unwrap();
     let k3650 = wheel.insert(ten_years, 3650).unwrap();
     assert_eq!(level_of(&wheel, k3), 4);
-    assert_eq!(
-        level_of(&wheel, k800),
-        LEVELS,
-        "beyond the span: on the overflow list"
-    );
+    assert_eq!(level_of(&wheel, k800), LEVELS, "beyond the span: on the overflow list");
     assert_eq!(level_of(&wheel, k3650), LEVELS);
     assert_eq!(drive_to(&mut wheel, three_days), 3);
     assert_eq!(drive_to(&mut wheel, two_years), 800);
@@ -244,11 +206,7 @@ fn a_timer_just_past_a_cascade_boundary_does_not_fire_at_the_boundary() {
         wheel.insert(at(start, boundary), "at").unwrap();
         assert!(poll(&mut wheel, at(start, boundary - 1)).is_empty());
         assert_eq!(wheel.next_deadline(), Some(at(start, boundary)));
-        assert_eq!(
-            poll(&mut wheel, at(start, boundary)),
-            ["at"],
-            "level {level}"
-        );
+        assert_eq!(poll(&mut wheel, at(start, boundary)), ["at"], "level {level}");
         assert_eq!(wheel.next_deadline(), Some(at(start, boundary + 1)));
         assert_eq!(poll(&mut wheel, at(start, boundary + 1)), ["after"]);
     }
@@ -257,30 +215,13 @@ fn a_timer_just_past_a_cascade_boundary_does_not_fire_at_the_boundary() {
 #[test]
 fn one_large_jump_fires_every_level_in_deadline_order() {
     let (mut wheel, start) = wheel(16);
-    let ticks = [
-        1u64 << 40,
-        70,
-        0,
-        1 << 36,
-        5,
-        1 << 30,
-        63,
-        64,
-        4096,
-        (1 << 36) - 1,
-        1 << 24,
-    ];
+    let ticks = [1u64 << 40, 70, 0, 1 << 36, 5, 1 << 30, 63, 64, 4096, (1 << 36) - 1, 1 << 24];
     for tick in ticks {
-        wheel
-            .insert(start + Duration::from_millis(tick), tick)
-            .unwrap();
+        wheel.insert(start + Duration::from_millis(tick), tick).unwrap();
     }
     let mut sorted = ticks;
     sorted.sort_unstable();
-    assert_eq!(
-        poll(&mut wheel, start + Duration::from_millis(1 << 41)),
-        sorted
-    );
+    assert_eq!(poll(&mut wheel, start + Duration::from_millis(1 << 41)), sorted);
     assert!(wheel.is_empty());
 }
 
@@ -295,11 +236,7 @@ fn a_deadline_in_the_past_fires_at_the_next_poll() {
     } else {
         wheel.insert(start, "before start").unwrap();
     }
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(at(start, 100)),
-        "due now: do not park"
-    );
+    assert_eq!(wheel.next_deadline(), Some(at(start, 100)), "due now: do not park");
     let mut fired = poll(&mut wheel, at(start, 100));
     fired.sort_unstable();
     assert_eq!(fired, ["before start", "earlier", "this tick"]);
@@ -310,40 +247,18 @@ fn next_deadline_is_exact_on_level_0_and_a_slot_start_above() {
     let (mut wheel, start) = wheel(4);
     assert_eq!(wheel.next_deadline(), None);
     let coarse = wheel.insert(at(start, 3 * 4096 + 100), ()).unwrap();
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(at(start, 3 * 4096)),
-        "the level-2 slot's start"
-    );
+    assert_eq!(wheel.next_deadline(), Some(at(start, 3 * 4096)), "the level-2 slot's start");
     wheel.insert(at(start, 200), ()).unwrap();
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(at(start, 192)),
-        "the level-1 slot's start"
-    );
-    let fine = wheel
-        .insert(at(start, 9) - Duration::from_micros(1), ())
-        .unwrap();
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(at(start, 9)),
-        "exact, rounded up to the tick"
-    );
+    assert_eq!(wheel.next_deadline(), Some(at(start, 192)), "the level-1 slot's start");
+    let fine = wheel.insert(at(start, 9) - Duration::from_micros(1), ()).unwrap();
+    assert_eq!(wheel.next_deadline(), Some(at(start, 9)), "exact, rounded up to the tick");
     wheel.cancel(fine);
     assert!(poll(&mut wheel, at(start, 192)).is_empty());
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(at(start, 200)),
-        "cascaded, now exact"
-    );
+    assert_eq!(wheel.next_deadline(), Some(at(start, 200)), "cascaded, now exact");
     wheel.cancel(coarse);
     assert_eq!(poll(&mut wheel, at(start, 200)).len(), 1);
     let overflow = wheel.insert(at(start, 1 << 37), ()).unwrap();
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(at(start, 1 << 36)),
-        "the next span's start"
-    );
+    assert_eq!(wheel.next_deadline(), Some(at(start, 1 << 36)), "the next span's start");
     assert_eq!(wheel.cancel(overflow), Some(()));
     assert_eq!(wheel.next_deadline(), None);
 }
@@ -357,10 +272,7 @@ fn a_deadline_beyond_the_limit_is_refused_with_the_payload() {
         return; // this platform's `Instant` cannot even express the deadline
     };
     let rejected = wheel.insert(beyond, "too far").unwrap_err();
-    assert!(
-        matches!(rejected.reason, TimerError::DeadlineTooFar { .. }),
-        "{rejected:?}"
-    );
+    assert!(matches!(rejected.reason, TimerError::DeadlineTooFar { .. }), "{rejected:?}");
     assert_eq!(rejected.into_payload(), "too far");
     let at_limit = beyond - TICK_MAX;
     wheel.insert(at_limit, "at the limit").unwrap();
@@ -375,11 +287,7 @@ fn a_poll_back_in_time_changes_nothing() {
     assert!(poll(&mut wheel, at(start, 50)).is_empty());
     assert!(poll(&mut wheel, start).is_empty());
     wheel.insert(at(start, 60), "past").unwrap();
-    assert_eq!(
-        poll(&mut wheel, at(start, 50)),
-        ["past"],
-        "due at the wheel's tick 100"
-    );
+    assert_eq!(poll(&mut wheel, at(start, 50)), ["past"], "due at the wheel's tick 100");
     assert!(poll(&mut wheel, at(start, 119)).is_empty());
     assert_eq!(poll(&mut wheel, at(start, 120)), ["later"]);
 }
@@ -390,18 +298,10 @@ fn a_fine_tick_counts_in_its_own_units() {
     let tick = Duration::from_micros(100);
     let mut wheel = TimerWheel::new(2, tick, start).unwrap();
     assert_eq!(wheel.tick(), tick);
-    wheel
-        .insert(start + Duration::from_micros(250), "250us")
-        .unwrap();
-    assert_eq!(
-        wheel.next_deadline(),
-        Some(start + Duration::from_micros(300))
-    );
+    wheel.insert(start + Duration::from_micros(250), "250us").unwrap();
+    assert_eq!(wheel.next_deadline(), Some(start + Duration::from_micros(300)));
     assert!(poll(&mut wheel, start + Duration::from_micros(299)).is_empty());
-    assert_eq!(
-        poll(&mut wheel, start + Duration::from_micros(300)),
-        ["250us"]
-    );
+    assert_eq!(poll(&mut wheel, start + Duration::from_micros(300)), ["250us"]);
 }
 
 #[test]
@@ -433,19 +333,11 @@ fn list_for_files_by_the_highest_differing_digit() {
     assert_eq!(list_for(0, 63), 63);
     assert_eq!(list_for(0, 64), SLOTS as ListId + 1);
     assert_eq!(list_for(10, 3), 10, "past: the current level-0 slot");
-    assert_eq!(
-        list_for(60, 66),
-        SLOTS as ListId + 1,
-        "60 and 66 differ in digit 1"
-    );
+    assert_eq!(list_for(60, 66), SLOTS as ListId + 1, "60 and 66 differ in digit 1");
     assert_eq!(list_for(64, 66), 2);
     assert_eq!(list_for(0, SPAN_TICKS - 1), (5 * SLOTS + 63) as ListId);
     assert_eq!(list_for(0, SPAN_TICKS), OVERFLOW_LIST);
-    assert_eq!(
-        list_for(SPAN_TICKS - 1, SPAN_TICKS),
-        OVERFLOW_LIST,
-        "crosses a span boundary"
-    );
+    assert_eq!(list_for(SPAN_TICKS - 1, SPAN_TICKS), OVERFLOW_LIST, "crosses a span boundary");
 }
 
 #[test]
@@ -453,8 +345,5 @@ fn debug_shows_the_counts_not_the_payloads() {
     let (mut wheel, start) = wheel::<Vec<u8>>(3);
     wheel.insert(at(start, 1), vec![1]).unwrap();
     let debug = format!("{wheel:?}");
-    assert!(
-        debug.contains("len: 1") && debug.contains("capacity: 3"),
-        "{debug}"
-    );
+    assert!(debug.contains("len: 1") && debug.contains("capacity: 3"), "{debug}");
 }

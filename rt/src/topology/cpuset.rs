@@ -126,10 +126,7 @@ impl CpuSet {
 
     /// Whether every CPU of `self` is in `other`.
     pub fn is_subset(&self, other: &CpuSet) -> bool {
-        self.words
-            .iter()
-            .zip(other.words)
-            .all(|(&w, o)| w & !o == 0)
+        self.words.iter().zip(other.words).all(|(&w, o)| w & !o == 0)
     }
 
     /// Parses the kernel's cpulist format: comma-separated CPUs and inclusive
@@ -146,10 +143,8 @@ impl CpuSet {
         if trimmed.is_empty() {
             return Ok(set);
         }
-        let fail = |reason: String| TopologyError::CpuListParse {
-            input: trimmed.to_owned(),
-            reason,
-        };
+        let fail =
+            |reason: String| TopologyError::CpuListParse { input: trimmed.to_owned(), reason };
         for item in trimmed.split(',') {
             let (first, last) = match item.split_once('-') {
                 Some((a, b)) => (parse_cpu(a).map_err(fail)?, parse_cpu(b).map_err(fail)?),
@@ -162,10 +157,7 @@ impl CpuSet {
                 return Err(fail(format!("range {item:?} runs backwards")));
             }
             if last >= MAX_CPUS {
-                return Err(TopologyError::CpuOutOfRange {
-                    cpu: last,
-                    max: MAX_CPUS,
-                });
+                return Err(TopologyError::CpuOutOfRange { cpu: last, max: MAX_CPUS });
             }
             for cpu in first..=last {
                 set.insert(cpu)?;
@@ -190,9 +182,7 @@ impl CpuSet {
         let rc =
             unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut raw) };
         if rc != 0 {
-            return Err(TopologyError::Affinity {
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(TopologyError::Affinity { source: std::io::Error::last_os_error() });
         }
         Ok(Self::from_raw(&raw))
     }
@@ -222,8 +212,7 @@ fn parse_cpu(text: &str) -> Result<usize, String> {
         return Err(format!("{text:?} is not a CPU number"));
     }
     // Only digits: the one failure left is overflow, which is out of range.
-    text.parse::<usize>()
-        .map_err(|_| format!("CPU number {text} is too large"))
+    text.parse::<usize>().map_err(|_| format!("CPU number {text} is too large"))
 }
 
 impl FromStr for CpuSet {

@@ -43,10 +43,7 @@ fn guarded(
 }
 
 fn hwloc_error(action: &'static str, reason: impl ToString) -> TopologyError {
-    TopologyError::Hwloc {
-        action,
-        reason: reason.to_string(),
-    }
+    TopologyError::Hwloc { action, reason: reason.to_string() }
 }
 
 /// Translates an hwloc topology into ours.
@@ -65,27 +62,14 @@ fn convert(hw: &HwTopology, source: TopologySource) -> Result<Topology, Topology
         let cpu = pu
             .os_index()
             .ok_or_else(|| hwloc_error("read a processing unit", "it has no OS index"))?;
-        let package = pu
-            .first_ancestor_with_type(ObjectType::Package)
-            .map_or(0, os_or_logical);
+        let package = pu.first_ancestor_with_type(ObjectType::Package).map_or(0, os_or_logical);
         let (core_key, core_os_id) = match pu.first_ancestor_with_type(ObjectType::Core) {
-            Some(core) => (
-                object_cpus(core)?.first().unwrap_or(cpu),
-                os_or_logical(core),
-            ),
+            Some(core) => (object_cpus(core)?.first().unwrap_or(cpu), os_or_logical(core)),
             None => (cpu, cpu),
         };
-        let numa_node = nodes
-            .iter()
-            .find(|(_, cpus)| cpus.contains(cpu))
-            .map_or(lowest_node, |(id, _)| *id);
-        records.push(PuRecord {
-            cpu,
-            package,
-            numa_node,
-            core_key,
-            core_os_id,
-        });
+        let numa_node =
+            nodes.iter().find(|(_, cpus)| cpus.contains(cpu)).map_or(lowest_node, |(id, _)| *id);
+        records.push(PuRecord { cpu, package, numa_node, core_key, core_os_id });
     }
     Topology::assemble(records, caches(hw)?, source)
 }
@@ -111,12 +95,7 @@ fn caches(hw: &HwTopology) -> Result<Vec<Cache>, TopologyError> {
                 _ => continue,
             };
             let size_bytes = attributes.size().map(|s| s.get());
-            caches.push(Cache {
-                level,
-                kind,
-                size_bytes,
-                cpus: object_cpus(object)?,
-            });
+            caches.push(Cache { level, kind, size_bytes, cpus: object_cpus(object)? });
         }
     }
     Ok(caches)
@@ -138,10 +117,7 @@ fn object_cpus(object: &TopologyObject) -> Result<CpuSet, TopologyError> {
 fn convert_cpuset(set: &HwCpuSet) -> Result<CpuSet, TopologyError> {
     // An infinite set has no weight; iterating it would never end.
     if set.weight().is_none() {
-        return Err(hwloc_error(
-            "read a CPU set",
-            "hwloc returned an infinite CPU set",
-        ));
+        return Err(hwloc_error("read a CPU set", "hwloc returned an infinite CPU set"));
     }
     CpuSet::from_cpus(set.iter_set().map(usize::from))
 }

@@ -265,13 +265,7 @@ impl Topology {
     pub fn affinity_only(cpus: &CpuSet) -> Result<Self, TopologyError> {
         let records = cpus
             .iter()
-            .map(|cpu| PuRecord {
-                cpu,
-                package: 0,
-                numa_node: 0,
-                core_key: cpu,
-                core_os_id: cpu,
-            })
+            .map(|cpu| PuRecord { cpu, package: 0, numa_node: 0, core_key: cpu, core_os_id: cpu })
             .collect();
         Self::assemble(records, Vec::new(), TopologySource::AffinityOnly)
     }
@@ -300,20 +294,9 @@ impl Topology {
                 cpus: cut(&n.cpus),
                 ..n.clone()
             }),
-            cores: keep_nonempty(&self.cores, |c| Core {
-                cpus: cut(&c.cpus),
-                ..c.clone()
-            }),
-            caches: keep_nonempty(&self.caches, |c| Cache {
-                cpus: cut(&c.cpus),
-                ..c.clone()
-            }),
-            pus: self
-                .pus
-                .iter()
-                .filter(|pu| cpus.contains(pu.cpu))
-                .copied()
-                .collect(),
+            cores: keep_nonempty(&self.cores, |c| Core { cpus: cut(&c.cpus), ..c.clone() }),
+            caches: keep_nonempty(&self.caches, |c| Cache { cpus: cut(&c.cpus), ..c.clone() }),
+            pus: self.pus.iter().filter(|pu| cpus.contains(pu.cpu)).copied().collect(),
             cpus,
             source: self.source,
         };
@@ -358,25 +341,17 @@ impl Topology {
 
     /// The processing unit for OS CPU `cpu`.
     pub fn pu(&self, cpu: usize) -> Option<&ProcessingUnit> {
-        self.pus
-            .binary_search_by_key(&cpu, |pu| pu.cpu)
-            .ok()
-            .map(|i| &self.pus[i])
+        self.pus.binary_search_by_key(&cpu, |pu| pu.cpu).ok().map(|i| &self.pus[i])
     }
 
     /// The core with [`Core::id`] `id`.
     pub fn core(&self, id: usize) -> Option<&Core> {
-        self.cores
-            .binary_search_by_key(&id, |core| core.id)
-            .ok()
-            .map(|i| &self.cores[i])
+        self.cores.binary_search_by_key(&id, |core| core.id).ok().map(|i| &self.cores[i])
     }
 
     /// The SMT siblings of `cpu` (itself included).
     pub fn smt_siblings(&self, cpu: usize) -> Option<CpuSet> {
-        self.pu(cpu)
-            .and_then(|pu| self.core(pu.core))
-            .map(|core| core.cpus)
+        self.pu(cpu).and_then(|pu| self.core(pu.core)).map(|core| core.cpus)
     }
 
     /// Groups per-CPU records into a topology. Every source ends here.
@@ -386,9 +361,7 @@ impl Topology {
         source: TopologySource,
     ) -> Result<Self, TopologyError> {
         if records.is_empty() {
-            return Err(TopologyError::NoCpus {
-                source_name: format!("{source:?}"),
-            });
+            return Err(TopologyError::NoCpus { source_name: format!("{source:?}") });
         }
         records.sort_by_key(|r| r.cpu);
         records.dedup_by_key(|r| r.cpu);
@@ -410,14 +383,8 @@ impl Topology {
             });
         }
         let topology = Self {
-            packages: packages
-                .into_iter()
-                .map(|(id, cpus)| Package { id, cpus })
-                .collect(),
-            numa_nodes: nodes
-                .into_iter()
-                .map(|(id, cpus)| NumaNode { id, cpus })
-                .collect(),
+            packages: packages.into_iter().map(|(id, cpus)| Package { id, cpus }).collect(),
+            numa_nodes: nodes.into_iter().map(|(id, cpus)| NumaNode { id, cpus }).collect(),
             cores,
             pus,
             caches: normalize_caches(caches, &cpus),
@@ -445,9 +412,7 @@ impl Topology {
         partition(&mut self.packages.iter().map(|p| p.cpus));
         assert_eq!(self.pus.len(), self.cpus.len());
         for pu in &self.pus {
-            let core = self
-                .core(pu.core)
-                .expect("processing unit names a missing core");
+            let core = self.core(pu.core).expect("processing unit names a missing core");
             assert!(core.cpus.contains(pu.cpu), "core does not hold its CPU");
         }
     }
@@ -488,10 +453,7 @@ fn group_cores(records: &[PuRecord]) -> (Vec<Core>, BTreeMap<usize, usize>) {
 fn normalize_caches(caches: Vec<Cache>, cpus: &CpuSet) -> Vec<Cache> {
     let mut out: Vec<Cache> = caches
         .into_iter()
-        .map(|c| Cache {
-            cpus: c.cpus.intersection(cpus),
-            ..c
-        })
+        .map(|c| Cache { cpus: c.cpus.intersection(cpus), ..c })
         .filter(|c| !c.cpus.is_empty())
         .collect();
     out.sort_by_key(|c| (c.level, c.kind, c.cpus.first()));
@@ -501,11 +463,7 @@ fn normalize_caches(caches: Vec<Cache>, cpus: &CpuSet) -> Vec<Cache> {
 
 /// Maps every item and keeps those whose CPU set is not empty.
 fn keep_nonempty<T, U: HasCpus>(items: &[T], map: impl Fn(&T) -> U) -> Vec<U> {
-    items
-        .iter()
-        .map(map)
-        .filter(|u| !u.cpus().is_empty())
-        .collect()
+    items.iter().map(map).filter(|u| !u.cpus().is_empty()).collect()
 }
 
 trait HasCpus {

@@ -22,10 +22,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), TopologyError> {
     }
     let allowed = CpuSet::current_affinity()?;
     if !allowed.contains(cpu) {
-        return Err(TopologyError::CpuNotAllowed {
-            cpu,
-            allowed: allowed.to_string(),
-        });
+        return Err(TopologyError::CpuNotAllowed { cpu, allowed: allowed.to_string() });
     }
     // SAFETY: cpu_set_t is a plain array of integers; all zeroes is the
     // empty set and a valid value.
@@ -37,10 +34,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), TopologyError> {
     // `raw`, which outlives the call, so the kernel reads only inside it.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw) };
     if rc != 0 {
-        return Err(TopologyError::Pin {
-            cpu,
-            source: std::io::Error::last_os_error(),
-        });
+        return Err(TopologyError::Pin { cpu, source: std::io::Error::last_os_error() });
     }
     Ok(())
 }
@@ -54,7 +48,6 @@ pub fn current_cpu() -> Result<usize, TopologyError> {
     // SAFETY: sched_getcpu takes no arguments and only returns a value.
     let cpu = unsafe { libc::sched_getcpu() };
     // A negative return means failure, with errno set.
-    usize::try_from(cpu).map_err(|_| TopologyError::CurrentCpu {
-        source: std::io::Error::last_os_error(),
-    })
+    usize::try_from(cpu)
+        .map_err(|_| TopologyError::CurrentCpu { source: std::io::Error::last_os_error() })
 }

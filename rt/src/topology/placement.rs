@@ -103,9 +103,7 @@ pub fn place(
         .take(shards)
         .enumerate()
         .map(|(shard, &cpu)| {
-            let pu = usable
-                .pu(cpu)
-                .expect("placement order holds only usable CPUs");
+            let pu = usable.pu(cpu).expect("placement order holds only usable CPUs");
             ShardPlacement {
                 shard,
                 cpu,
@@ -119,10 +117,7 @@ pub fn place(
     assert_eq!(placed.len(), shards);
     let distinct = CpuSet::from_cpus(placed.iter().map(|p| p.cpu))?;
     assert_eq!(distinct.len(), shards, "two shards on one CPU");
-    assert!(
-        distinct.is_subset(allowed),
-        "shard placed outside the allowed CPUs"
-    );
+    assert!(distinct.is_subset(allowed), "shard placed outside the allowed CPUs");
     Ok(placed)
 }
 
@@ -135,10 +130,7 @@ fn checked_list(
     list: &[usize],
 ) -> Result<Vec<usize>, TopologyError> {
     if list.len() != shards {
-        return Err(TopologyError::CpuListLength {
-            shards,
-            listed: list.len(),
-        });
+        return Err(TopologyError::CpuListLength { shards, listed: list.len() });
     }
     let mut seen = CpuSet::new();
     for &cpu in list {
@@ -146,16 +138,10 @@ fn checked_list(
             return Err(TopologyError::DuplicateCpu { cpu });
         }
         if !allowed.contains(cpu) {
-            return Err(TopologyError::CpuNotAllowed {
-                cpu,
-                allowed: allowed.to_string(),
-            });
+            return Err(TopologyError::CpuNotAllowed { cpu, allowed: allowed.to_string() });
         }
         if !topology.cpus().contains(cpu) {
-            return Err(TopologyError::CpuNotInTopology {
-                cpu,
-                cpus: topology.cpus().to_string(),
-            });
+            return Err(TopologyError::CpuNotInTopology { cpu, cpus: topology.cpus().to_string() });
         }
     }
     Ok(list.to_vec())
@@ -165,31 +151,19 @@ fn checked_list(
 fn cores_by_package_and_node(topology: &Topology) -> BTreeMap<usize, BTreeMap<usize, Vec<&Core>>> {
     let mut tree = BTreeMap::<usize, BTreeMap<usize, Vec<&Core>>>::new();
     for core in topology.cores() {
-        tree.entry(core.package)
-            .or_default()
-            .entry(core.numa_node)
-            .or_default()
-            .push(core);
+        tree.entry(core.package).or_default().entry(core.numa_node).or_default().push(core);
     }
     tree
 }
 
 /// The largest number of allowed SMT threads on any core.
 fn max_threads(topology: &Topology) -> usize {
-    topology
-        .cores()
-        .iter()
-        .map(|c| c.cpus.len())
-        .max()
-        .unwrap_or(0)
+    topology.cores().iter().map(|c| c.cpus.len()).max().unwrap_or(0)
 }
 
 /// The `tier`-th allowed CPU of each core that has one, in core order.
 fn tier(cores: &[&Core], tier: usize) -> Vec<usize> {
-    cores
-        .iter()
-        .filter_map(|core| core.cpus.iter().nth(tier))
-        .collect()
+    cores.iter().filter_map(|core| core.cpus.iter().nth(tier)).collect()
 }
 
 /// Pack: node by node (package by package), and within a node tier by tier.
@@ -239,10 +213,7 @@ mod tests {
 
     #[test]
     fn interleave_handles_uneven_lists() {
-        assert_eq!(
-            interleave(vec![vec![1, 2, 3], vec![], vec![7]]),
-            [1, 7, 2, 3]
-        );
+        assert_eq!(interleave(vec![vec![1, 2, 3], vec![], vec![7]]), [1, 7, 2, 3]);
         assert!(interleave(Vec::new()).is_empty());
     }
 }

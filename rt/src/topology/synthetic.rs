@@ -142,10 +142,5 @@ pub(super) fn build(spec: &SyntheticSpec) -> Result<Topology, TopologyError> {
 }
 
 fn cache(level: u8, kind: CacheKind, size_bytes: u64, cpus: CpuSet) -> Cache {
-    Cache {
-        level,
-        kind,
-        size_bytes: Some(size_bytes),
-        cpus,
-    }
+    Cache { level, kind, size_bytes: Some(size_bytes), cpus }
 }

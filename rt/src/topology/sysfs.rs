@@ -42,9 +42,9 @@ pub(super) fn read(root: &Path) -> Result<Topology, TopologyError> {
     let nodes = read_nodes(&root.join("devices/system/node"))?;
     let records = to_records(&raw, &nodes);
     Topology::assemble(records, caches, TopologySource::Sysfs).map_err(|e| match e {
-        TopologyError::NoCpus { .. } => TopologyError::NoCpus {
-            source_name: cpu_dir.display().to_string(),
-        },
+        TopologyError::NoCpus { .. } => {
+            TopologyError::NoCpus { source_name: cpu_dir.display().to_string() }
+        }
         other => other,
     })
 }
@@ -55,9 +55,7 @@ fn to_records(raw: &[RawPu], nodes: &[(usize, CpuSet)]) -> Vec<PuRecord> {
     // are siblings; the lowest of them names the core.
     let mut lowest_by_core = BTreeMap::<(usize, usize), usize>::new();
     for pu in raw {
-        let lowest = lowest_by_core
-            .entry((pu.package, pu.core_id))
-            .or_insert(pu.cpu);
+        let lowest = lowest_by_core.entry((pu.package, pu.core_id)).or_insert(pu.cpu);
         *lowest = (*lowest).min(pu.cpu);
     }
     let lowest_node = nodes.first().map_or(0, |(id, _)| *id);
@@ -93,22 +91,13 @@ fn read_pu(dir: &Path, cpu: usize) -> Result<RawPu, TopologyError> {
         Some(text) => {
             let siblings = parse_cpulist(&path, &text)?;
             if !siblings.contains(cpu) {
-                return Err(malformed(
-                    &path,
-                    &text,
-                    format!("does not list CPU {cpu} itself"),
-                ));
+                return Err(malformed(&path, &text, format!("does not list CPU {cpu} itself")));
             }
             Some(siblings)
         }
         None => None,
     };
-    Ok(RawPu {
-        cpu,
-        package,
-        core_id,
-        siblings,
-    })
+    Ok(RawPu { cpu, package, core_id, siblings })
 }
 
 /// Reads an id file: `None` if absent, 0 for a negative (unknown) id.
@@ -165,11 +154,7 @@ fn read_caches(dir: &Path, caches: &mut Vec<Cache>) -> Result<(), TopologyError>
             "Unified" => CacheKind::Unified,
             "Instruction" => continue,
             other => {
-                return Err(malformed(
-                    &kind.0,
-                    other,
-                    "expected Data, Instruction or Unified",
-                ));
+                return Err(malformed(&kind.0, other, "expected Data, Instruction or Unified"));
             }
         };
         let size_bytes = match file("size")? {
@@ -197,17 +182,12 @@ fn parse_size(path: &Path, text: &str) -> Result<u64, TopologyError> {
         _ => (trimmed, 1),
     };
     let count: u64 = parse_value(path, digits)?;
-    count
-        .checked_mul(unit)
-        .ok_or_else(|| malformed(path, text, "size overflows 64 bits"))
+    count.checked_mul(unit).ok_or_else(|| malformed(path, text, "size overflows 64 bits"))
 }
 
 /// The numbers N of the entries named `{prefix}N` in `dir`, sorted.
 fn list_numbered(dir: &Path, prefix: &str) -> Result<Vec<usize>, TopologyError> {
-    let io_error = |source| TopologyError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+    let io_error = |source| TopologyError::Io { path: dir.to_owned(), source };
     let mut numbers = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_error)? {
         let name = entry.map_err(io_error)?.file_name();
@@ -219,10 +199,7 @@ fn list_numbered(dir: &Path, prefix: &str) -> Result<Vec<usize>, TopologyError> 
         }
         let number: usize = parse_value(&dir.join(&name), digits)?;
         if prefix == "cpu" && number >= MAX_CPUS {
-            return Err(TopologyError::CpuOutOfRange {
-                cpu: number,
-                max: MAX_CPUS,
-            });
+            return Err(TopologyError::CpuOutOfRange { cpu: number, max: MAX_CPUS });
         }
         numbers.push(number);
     }
@@ -235,10 +212,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, TopologyError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TopologyError::Io {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(TopologyError::Io { path: path.to_owned(), source }),
     }
 }
 
@@ -250,9 +224,7 @@ fn parse_value<T: FromStr>(path: &Path, text: &str) -> Result<T, TopologyError>
 where
     T::Err: std::fmt::Display,
 {
-    text.trim()
-        .parse()
-        .map_err(|e: T::Err| malformed(path, text, e.to_string()))
+    text.trim().parse().map_err(|e: T::Err| malformed(path, text, e.to_string()))
 }
 
 fn malformed(path: &Path, value: &str, reason: impl Into<String>) -> TopologyError {

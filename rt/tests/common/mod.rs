@@ -15,11 +15,7 @@ pub const QUIET: Duration = Duration::from_millis(200);
 
 /// A runtime for tests: unpinned (tests run side by side), small.
 pub fn runtime(shards: usize) -> Runtime {
-    Runtime::builder()
-        .shards(shards)
-        .pin(false)
-        .build()
-        .expect("test runtime")
+    Runtime::builder().shards(shards).pin(false).build().expect("test runtime")
 }
 
 /// What a probe saw.
@@ -27,15 +23,8 @@ pub fn runtime(shards: usize) -> Runtime {
 pub enum Event {
     Started(ActorId),
     Got(ActorId, u64),
-    Exit {
-        me: ActorId,
-        from: ActorId,
-        reason: ExitReason,
-    },
-    Down {
-        me: ActorId,
-        down: Down,
-    },
+    Exit { me: ActorId, from: ActorId, reason: ExitReason },
+    Down { me: ActorId, down: Down },
     Stopping(ActorId, ExitReason),
 }
 
@@ -49,18 +38,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(events: &Sender<Event>) -> Self {
-        Probe {
-            events: events.clone(),
-            trap_exit: false,
-            crash_on: None,
-        }
+        Probe { events: events.clone(), trap_exit: false, crash_on: None }
     }
 
     pub fn trapping(events: &Sender<Event>) -> Self {
-        Probe {
-            trap_exit: true,
-            ..Probe::new(events)
-        }
+        Probe { trap_exit: true, ..Probe::new(events) }
     }
 }
 
@@ -87,11 +69,7 @@ impl Actor for Probe {
         from: ActorId,
         reason: ExitReason,
     ) -> Result<(), ActorError> {
-        let _ = self.events.send(Event::Exit {
-            me: ctx.id(),
-            from,
-            reason,
-        });
+        let _ = self.events.send(Event::Exit { me: ctx.id(), from, reason });
         Ok(())
     }
 
@@ -142,10 +120,7 @@ pub fn expect_none(rx: &Receiver<Event>, what: &str, unwanted: impl Fn(&Event) -
 pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + PATIENCE;
     while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
