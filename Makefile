@@ -33,10 +33,15 @@ unit:
 loom:
 	$(LOOM_ENV) $(CARGO) test -p zbmd-loom-tests --release --locked
 
-## bench: criterion benchmarks against the peers, then the report in bench_results/
+## bench: criterion benchmarks against the peers, then the reports in bench_results/
 bench:
-	$(CARGO) bench -p zbmd-benches --locked
+	@scripts/install-deps.sh --bench
+	$(CARGO) bench -p zbmd-benches --bench queues --locked
 	python3 scripts/bench_report.py queues
+	$(CARGO) bench -p zbmd-benches --bench actors --locked
+	benches/erlang/run.sh bench_results/actors.erlang.jsonl
+	python3 benches/actors_report.py
+	$(CARGO) run --release -p zbmd-benches --example actors_plot --locked
 
 ## doc: API docs, warnings are errors
 doc:

@@ -19,6 +19,12 @@ PACKAGES=(
   pkg-config
 )
 
+# `--bench` adds what `make bench` needs beyond the tests: the Erlang/OTP
+# peer of the actor benchmarks (benches/erlang/run.sh).
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(erlang-base)
+fi
+
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing packages need root: $*" >&2
