@@ -9,8 +9,8 @@ LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
 
 .PHONY: test deps lint fmt unit loom bench doc clean
 
-## test: install what is missing, then lint, unit + integration + doc tests, loom models
-test: deps lint unit loom
+## test: install what is missing, then lint, unit + integration + doc tests, loom models, API docs
+test: deps lint unit loom doc
 	@echo "make test: all checks passed"
 
 deps:

@@ -25,7 +25,7 @@
 //! `ArrayQueue` does: with `one_lap` the smallest power of two above
 //! `capacity`, a position is `lap * one_lap + index` with
 //! `index < capacity`. Stepping past the last index does not go to index
-//! `capacity`; it jumps to index 0 of the next lap ([`Laps::next`]). So one
+//! `capacity`; it jumps to index 0 of the next lap (`Laps::next`). So one
 //! lap holds exactly `capacity` positions and the ring holds exactly
 //! `capacity` elements, whatever that number is. `one_lap` is strictly above
 //! `capacity` so that the "full" stamp of the last index, `index + 1 ==
