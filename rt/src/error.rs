@@ -174,3 +174,27 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
 }
+
+/// Why a synchronous start ([`Context::start_link`](crate::Context::start_link),
+/// a supervisor starting a child) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The actor could not be spawned at all.
+    #[error(transparent)]
+    Spawn(#[from] RuntimeError),
+    /// The actor's `started` hook failed or panicked (or its name could not
+    /// be registered); the actor is gone, with this exit reason.
+    #[error("the actor failed to start: {0}")]
+    Init(crate::actor::ExitReason),
+}
+
+impl StartError {
+    /// The failure as an exit reason (what OTP's `start_link` returns in
+    /// `{error, Reason}`).
+    pub fn reason(&self) -> crate::actor::ExitReason {
+        match self {
+            StartError::Spawn(error) => crate::actor::ExitReason::error(error),
+            StartError::Init(reason) => reason.clone(),
+        }
+    }
+}

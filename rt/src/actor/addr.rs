@@ -6,30 +6,14 @@
 //! and then *notifies*: the header's scheduling state decides whether this
 //! send is the one that must put the actor on a run queue.
 //!
-//! # The scheduling state machine
-//!
-//! ```text
-//!            notify                 shard picks it          turn ends, mailbox empty
-//!   IDLE ────────────▶ SCHEDULED ────────────────▶ RUNNING ─────────────────────────▶ IDLE
-//!                          ▲                          │ notify                    │
-//!                          │      turn ends           ▼                           │ crash/stop
-//!                          └──────────────────── NOTIFIED                         ▼
-//!                                                                                DEAD
-//! ```
-//!
-//! Only the sender whose compare-and-swap moves IDLE to SCHEDULED enqueues the
-//! actor, so it is on at most one run queue, and only the shard that dequeued
-//! it runs it. A send that lands while the actor runs moves RUNNING to
-//! NOTIFIED, and the shard requeues the actor instead of idling it. All
-//! transitions are read-modify-writes of one atomic, so they are totally
-//! ordered: a send either sees IDLE (and schedules) or makes the shard's
-//! RUNNING→IDLE exchange fail (and the shard requeues). No wake-up is lost.
+//! The scheduling state itself, and why no wake-up is lost, is
+//! [`RunState`](crate::sync::run_state) (checked with loom).
 
 use std::any::Any;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use super::cell::Runnable;
@@ -37,21 +21,24 @@ use super::{ActorId, Down, ExitReason, MonitorRef};
 use crate::error::SendError;
 use crate::runtime::Scheduler;
 use crate::sync::mpsc::{Envelope, Mailbox};
-
-pub(crate) const IDLE: u8 = 0;
-pub(crate) const SCHEDULED: u8 = 1;
-pub(crate) const RUNNING: u8 = 2;
-pub(crate) const NOTIFIED: u8 = 3;
-pub(crate) const DEAD: u8 = 4;
+use crate::sync::run_state::{Notify, RunState};
 
 /// What travels in the system lane: signals that user traffic cannot block.
 pub(crate) enum Signal<M> {
     /// A runtime signal (links, exits, monitors, start).
     Sys(SysSignal),
-    /// The reply to an ask (or its timeout), already mapped to the asker's
-    /// message type.
+    /// A message for the actor that travels in the system lane so a full
+    /// user lane cannot lose it: a blocking job's or an I/O operation's
+    /// result, a redelivered or self-scheduled message.
     Reply(M),
+    /// The answer to one of the actor's asks (or its timeout), already
+    /// mapped to its message type, with the ask's timeout timer: the shard
+    /// that set it frees its wheel entry when the answer is handled.
+    Answer(M, TimerEntry),
 }
+
+/// Where a timer lives: the shard whose wheel holds it, and its key there.
+pub(crate) type TimerEntry = (usize, crate::timer::TimerKey);
 
 /// Signals between actors and from the runtime, as OTP defines them.
 pub(crate) enum SysSignal {
@@ -96,7 +83,9 @@ pub(crate) struct Header {
     pub(crate) id: ActorId,
     pub(crate) name: &'static str,
     pub(crate) pinned: bool,
-    state: AtomicU8,
+    /// Never fault this actor's messages (`SpawnOptions::fault_exempt`).
+    pub(crate) fault_exempt: bool,
+    state: RunState,
     /// The shard that runs the actor now (the stealing shard after a steal).
     shard: AtomicU16,
     /// Held by whoever drains a dead actor's mailbox.
@@ -124,13 +113,21 @@ impl Header {
             id,
             name,
             pinned,
-            state: AtomicU8::new(SCHEDULED),
+            fault_exempt: false,
+            state: RunState::new(),
             shard: AtomicU16::new(id.shard),
             drain_lock: AtomicBool::new(false),
             registered: AtomicBool::new(false),
             runnable: std::cell::Cell::new(None),
             sched,
         }
+    }
+
+    /// Exempts the actor from fault injection (or not); set before the
+    /// header is shared.
+    pub(crate) fn with_fault_exempt(mut self, exempt: bool) -> Self {
+        self.fault_exempt = exempt;
+        self
     }
 
     /// Records the cell to schedule.
@@ -153,7 +150,7 @@ impl Header {
     }
 
     pub(crate) fn is_dead(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DEAD
+        self.state.is_dead()
     }
 
     pub(crate) fn shard(&self) -> usize {
@@ -163,51 +160,33 @@ impl Header {
     /// Called by the shard that dequeued the actor: SCHEDULED → RUNNING.
     pub(crate) fn begin_turn(&self, shard: usize) {
         self.shard.store(shard as u16, Ordering::Relaxed);
-        let previous = self.state.swap(RUNNING, Ordering::Acquire);
-        debug_assert_eq!(previous, SCHEDULED, "{}: ran an actor that was not scheduled", self.id);
+        self.state.begin_turn();
     }
 
     /// Ends a turn. Returns true when the actor must go back on a run queue
     /// (it has more work, or was notified while running); the caller keeps
     /// the SCHEDULED token then.
     pub(crate) fn end_turn(&self, more_work: bool) -> bool {
-        if more_work {
-            self.state.store(SCHEDULED, Ordering::Release);
-            return true;
-        }
-        match self.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => false,
-            Err(state) => {
-                debug_assert_eq!(state, NOTIFIED);
-                self.state.store(SCHEDULED, Ordering::Release);
+        self.state.end_turn(more_work)
+    }
+
+    /// Marks the actor dead. After this no sender enqueues it, and a sender
+    /// whose push the dying shard's drain may have missed drains it itself.
+    pub(crate) fn mark_dead(&self) {
+        self.state.mark_dead();
+    }
+
+    /// Makes sure the actor will run after a push into its mailbox. Returns
+    /// false if the actor is dead, in which case the caller drains the
+    /// mailbox (the push may have landed after the dying shard's last look).
+    pub(crate) fn notify(&self) -> bool {
+        match self.state.notify() {
+            Notify::Schedule => {
+                self.enqueue();
                 true
             }
-        }
-    }
-
-    /// Marks the actor dead. After this no sender enqueues it.
-    pub(crate) fn mark_dead(&self) {
-        self.state.swap(DEAD, Ordering::SeqCst);
-        // Pairs with the fence in `Shared::push_signal`: either the dying
-        // shard's drain sees a signal, or its sender sees DEAD and drains.
-        fence(Ordering::SeqCst);
-    }
-
-    /// Makes sure the actor will run: see the module's state machine.
-    pub(crate) fn notify(&self) {
-        let mut state = self.state.load(Ordering::Acquire);
-        loop {
-            let next = match state {
-                IDLE => SCHEDULED,
-                RUNNING => NOTIFIED,
-                _ => return,
-            };
-            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if next == SCHEDULED => return self.enqueue(),
-                Ok(_) => return,
-                Err(actual) => state = actual,
-            }
+            Notify::Nothing => true,
+            Notify::Dead => false,
         }
     }
 
@@ -232,7 +211,12 @@ impl<M: Send + 'static> Shared<M> {
             self.header.sched.count_mailbox_full();
             return Err(SendError::Full(full.into_inner()));
         }
-        self.header.notify();
+        if !self.header.notify() {
+            // It died after our check: the message is a dead letter, counted
+            // by the drain (it was accepted, as a send to a live actor that
+            // then crashes would be).
+            self.drain_dead();
+        }
         Ok(())
     }
 
@@ -246,11 +230,8 @@ impl<M: Send + 'static> Shared<M> {
             self.header.sched.count_signal_dropped();
             return Err(SendError::Full(full.into_inner()));
         }
-        fence(Ordering::SeqCst);
-        if self.header.is_dead() {
+        if !self.header.notify() {
             self.drain_dead();
-        } else {
-            self.header.notify();
         }
         Ok(())
     }
@@ -270,7 +251,9 @@ impl<M: Send + 'static> Shared<M> {
             while let Some(envelope) = unsafe { self.mailbox.recv() } {
                 match envelope {
                     Envelope::System(Signal::Sys(signal)) => answer_dead(self.header.id, signal),
-                    Envelope::System(Signal::Reply(_)) => self.header.sched.count_reply_dropped(),
+                    Envelope::System(Signal::Reply(_) | Signal::Answer(..)) => {
+                        self.header.sched.count_reply_dropped()
+                    }
                     Envelope::User(_) => self.header.sched.count_dead_letter(),
                 }
             }
@@ -324,7 +307,7 @@ impl<M: Send + 'static> SignalTarget for Shared<M> {
     fn send_sys(&self, signal: SysSignal) -> Result<(), SysSignal> {
         self.push_signal(Signal::Sys(signal)).map_err(|e| match e.into_inner() {
             Signal::Sys(signal) => signal,
-            Signal::Reply(_) => unreachable!("a system signal went in"),
+            Signal::Reply(_) | Signal::Answer(..) => unreachable!("a system signal went in"),
         })
     }
 

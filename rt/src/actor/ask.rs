@@ -9,11 +9,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::ActorRef;
-use super::addr::Signal;
+use super::addr::{Signal, TimerEntry};
 use crate::error::AskError;
 
 /// Where a reply goes.
@@ -69,11 +69,18 @@ pub(crate) struct ActorSink<R, M> {
     asker: ActorRef<M>,
     on_reply: fn(Result<R, AskError>) -> M,
     settled: AtomicBool,
+    /// The timeout timer, set before the request leaves.
+    timer: OnceLock<TimerEntry>,
 }
 
 impl<R, M: Send + 'static> ActorSink<R, M> {
     pub(crate) fn new(asker: ActorRef<M>, on_reply: fn(Result<R, AskError>) -> M) -> Self {
-        ActorSink { asker, on_reply, settled: AtomicBool::new(false) }
+        ActorSink { asker, on_reply, settled: AtomicBool::new(false), timer: OnceLock::new() }
+    }
+
+    /// Records the ask's timeout timer, so the answer can free it.
+    pub(crate) fn set_timer(&self, timer: TimerEntry) {
+        let _ = self.timer.set(timer);
     }
 
     /// Marks the ask settled without delivering anything.
@@ -92,7 +99,11 @@ impl<R: Send + 'static, M: Send + 'static> ReplySink<R> for ActorSink<R, M> {
             return false;
         }
         let msg = (self.on_reply)(result);
-        if self.asker.shared.push_signal(Signal::Reply(msg)).is_err() {
+        let signal = match self.timer.get() {
+            Some(&timer) => Signal::Answer(msg, timer),
+            None => Signal::Reply(msg),
+        };
+        if self.asker.shared.push_signal(signal).is_err() {
             sched.count_reply_dropped(); // the asker is dead or its lane full
             return false;
         }

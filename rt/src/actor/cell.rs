@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::addr::{Header, Shared, Signal, SysSignal};
 use super::context::Context;
 use super::{Actor, ActorError, ActorId, Down, ExitReason, MonitorRef, Pid};
+use crate::fault::Verdict;
 use crate::runtime::ShardCtx;
 use crate::sync::mpsc::Envelope;
 
@@ -29,6 +30,19 @@ pub(crate) trait Runnable: Send {
     /// Runs one turn: messages until the mailbox is empty or the reduction
     /// budget is spent.
     fn run(&self, shard: &mut ShardCtx) -> TurnOutcome;
+
+    /// Starts a new actor synchronously on the caller's shard: links it to
+    /// `parent` and runs its `started` hook. On failure the actor is dead
+    /// (and unlinked first, so the parent hears the reason only as the
+    /// answer) and the caller frees the cell.
+    ///
+    /// The caller must hold the actor's SCHEDULED token: it was just
+    /// created and is on no run queue.
+    fn init(&self, shard: &mut ShardCtx, parent: Option<&Pid>) -> Result<(), ExitReason>;
+
+    /// Kills a new actor that never started (same contract as `init`) and
+    /// returns `reason`.
+    fn abort(&self, shard: &mut ShardCtx, reason: ExitReason) -> ExitReason;
 }
 
 /// Links, monitors and flags: the process-control block's private part.
@@ -87,10 +101,28 @@ impl<A: Actor> ActorCell<A> {
         envelope: Envelope<Signal<A::Msg>, A::Msg>,
         exit: &mut Option<ExitReason>,
     ) -> u32 {
+        // Fault injection (crate::fault): one predictable branch without a plan.
+        let envelope = match envelope {
+            Envelope::User(msg) if shard.faults_active() => {
+                match crate::fault::apply(shard, &self.shared, msg) {
+                    Verdict::Deliver(msg) => Envelope::User(msg),
+                    Verdict::Crash(reason) => {
+                        *exit = Some(reason);
+                        return 1;
+                    }
+                    Verdict::Consumed => return 1,
+                }
+            }
+            envelope => envelope,
+        };
         let Inner { actor, meta } = inner;
         let mut ctx = Context::new(&self.shared, meta, shard);
         let result = match envelope {
             Envelope::User(msg) | Envelope::System(Signal::Reply(msg)) => {
+                guarded(|| actor.handle(&mut ctx, msg))
+            }
+            Envelope::System(Signal::Answer(msg, timer)) => {
+                ctx.forget_timer(timer);
                 guarded(|| actor.handle(&mut ctx, msg))
             }
             Envelope::System(Signal::Sys(signal)) => match system(actor, &mut ctx, signal) {
@@ -150,6 +182,37 @@ impl<A: Actor> Runnable for ActorCell<A> {
         &self.shared.header
     }
 
+    fn init(&self, shard: &mut ShardCtx, parent: Option<&Pid>) -> Result<(), ExitReason> {
+        // SAFETY: the caller holds the SCHEDULED token of an actor no queue
+        // has seen yet, so no other thread touches `inner`.
+        let inner = unsafe { &mut *self.inner.get() };
+        if let Some(parent) = parent {
+            inner.meta.add_link(parent.clone());
+        }
+        let Inner { actor, meta } = &mut *inner;
+        let mut ctx = Context::new(&self.shared, meta, shard);
+        let result = guarded(|| actor.started(&mut ctx));
+        let reason = match result {
+            Ok(()) => match ctx.take_stop() {
+                None => return Ok(()),
+                Some(reason) => reason,
+            },
+            Err(error) => error.0,
+        };
+        if let Some(parent) = parent {
+            inner.meta.remove_link(parent.id());
+        }
+        self.die(inner, shard, reason.clone());
+        Err(reason)
+    }
+
+    fn abort(&self, shard: &mut ShardCtx, reason: ExitReason) -> ExitReason {
+        // SAFETY: as in `init`.
+        let inner = unsafe { &mut *self.inner.get() };
+        self.die(inner, shard, reason.clone());
+        reason
+    }
+
     fn run(&self, shard: &mut ShardCtx) -> TurnOutcome {
         let header = &self.shared.header;
         header.begin_turn(shard.index());
@@ -182,17 +245,19 @@ impl<A: Actor> Runnable for ActorCell<A> {
 
 /// Calls a handler, turning a panic into a crash reason.
 fn guarded(f: impl FnOnce() -> Result<(), ActorError>) -> Result<(), ActorError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic with a non-string payload".to_string());
-            Err(ActorError::msg(format_args!("panicked: {message}")))
-        }
-    }
+    catch(f).unwrap_or_else(|reason| Err(ActorError(reason)))
+}
+
+/// Runs `f`, turning a panic into a crash reason (`panicked: <message>`).
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, ExitReason> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".to_string());
+        ExitReason::error(format_args!("panicked: {message}"))
+    })
 }
 
 /// Applies a system signal. `Err` is an exit the actor cannot trap.

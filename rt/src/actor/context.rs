@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::addr::{Shared, Signal, SysSignal};
+use super::addr::{Shared, Signal, SysSignal, TimerEntry};
 use super::ask::{ActorSink, ReplyTo};
 use super::cell::Meta;
 use super::{Actor, ActorId, ActorRef, ExitReason, MonitorRef, Pid};
-use crate::error::{AskError, RuntimeError, SendError};
+use crate::error::{AskError, RuntimeError, SendError, StartError};
+use crate::fault::FaultInjector;
 use crate::io::{Completion, IoError, IoOp, IoResult};
 use crate::runtime::{ShardCtx, SpawnOptions, TimerAction};
 
@@ -18,11 +19,15 @@ use crate::runtime::{ShardCtx, SpawnOptions, TimerAction};
 #[derive(Clone, Debug)]
 pub struct TimerRef {
     pub(crate) cancelled: Arc<AtomicBool>,
+    /// The shard whose wheel holds it, and its key there.
+    entry: TimerEntry,
 }
 
 impl TimerRef {
     /// Cancels the timer: a pending message is not sent, an interval stops.
-    /// Returns false if it was already cancelled.
+    /// Returns false if it was already cancelled. The wheel's entry is freed
+    /// when the timer would have fired; [`Context::cancel_timer`] on the
+    /// shard that set it frees it at once.
     pub fn cancel(&self) -> bool {
         !self.cancelled.swap(true, Ordering::AcqRel)
     }
@@ -121,6 +126,30 @@ impl<'a, A: Actor> Context<'a, A> {
         self.spawn_with(actor, SpawnOptions { link: true, ..SpawnOptions::default() })
     }
 
+    /// Spawns an actor linked to this one and runs its `started` hook before
+    /// returning, on this shard (the new actor then runs on the shard
+    /// `options` names, by default this one): OTP's `proc_lib:start_link`,
+    /// the synchronous start supervisors use. `name`, when given, is
+    /// registered before the hook runs.
+    ///
+    /// If the hook fails or panics (or the name is taken) the new actor is
+    /// gone when this returns, with no link and no exit signal left behind:
+    /// the reason comes back in [`StartError::Init`]. Its `stopping` hook
+    /// runs, as at any death.
+    pub fn start_link<B: Actor>(
+        &mut self,
+        actor: B,
+        options: SpawnOptions,
+        name: Option<&str>,
+    ) -> Result<ActorRef<B::Msg>, StartError> {
+        let options = SpawnOptions { shard: options.shard.or(Some(self.shard.index())), ..options };
+        let me = self.pid();
+        let sched = self.shard.sched().clone();
+        let child = sched.start_link(actor, &options, name, Some(&me), self.shard)?;
+        self.meta.add_link(child.pid());
+        Ok(child)
+    }
+
     /// Links this actor to `other` (idempotent: one link per pair). If
     /// `other` is dead, an exit signal with reason `noproc` arrives, as in OTP.
     pub fn link(&mut self, other: &Pid) {
@@ -186,6 +215,13 @@ impl<'a, A: Actor> Context<'a, A> {
         self.shard.sched().registry().whereis(name)
     }
 
+    /// The handle on the runtime's fault plan, for code that injects its
+    /// own faults at named sites (see [`crate::fault`]).
+    pub fn faults(&self) -> FaultInjector {
+        let sched = self.shard.sched();
+        FaultInjector::attached(sched.config.faults.as_ref(), sched)
+    }
+
     /// Asks `target` for a reply without blocking the shard: `request`
     /// builds the message around a [`ReplyTo`], and the reply (or
     /// [`AskError::Timeout`] after `timeout`) comes back to this actor as the
@@ -206,7 +242,8 @@ impl<'a, A: Actor> Context<'a, A> {
         }
         let sink = Arc::new(ActorSink::new(self.myself(), on_reply));
         let action = TimerAction::AskTimeout(sink.clone());
-        self.shard.add_timer(timeout, action).map_err(|_| AskError::TimersFull)?;
+        let key = self.shard.add_timer(timeout, action).map_err(|_| AskError::TimersFull)?;
+        sink.set_timer((self.shard.index(), key));
         match target.try_send(request(ReplyTo::new(sink.clone()))) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -225,11 +262,9 @@ impl<'a, A: Actor> Context<'a, A> {
         msg: N,
         delay: Duration,
     ) -> Result<TimerRef, RuntimeError> {
-        let cancelled = Arc::new(AtomicBool::new(false));
         let target = target.clone();
         let fire = move || target.try_send(msg).map_err(drop);
-        self.shard.add_timer(delay, TimerAction::once(cancelled.clone(), fire))?;
-        Ok(TimerRef { cancelled })
+        self.set_timer(delay, |cancelled| TimerAction::once(cancelled, fire))
     }
 
     /// Sends a clone of `msg` to `target` every `period`, until cancelled or
@@ -243,19 +278,39 @@ impl<'a, A: Actor> Context<'a, A> {
         if period.is_zero() {
             return Err(RuntimeError::Config("send_interval needs a non-zero period".into()));
         }
-        let cancelled = Arc::new(AtomicBool::new(false));
         let target = target.clone();
         let fire = move || match target.try_send(msg.clone()) {
             Err(SendError::NoProc(_)) => Err(()),
             _ => Ok(()),
         };
-        self.shard.add_timer(period, TimerAction::every(cancelled.clone(), period, fire))?;
-        Ok(TimerRef { cancelled })
+        self.set_timer(period, |cancelled| TimerAction::every(cancelled, period, fire))
     }
 
-    /// Cancels a timer; see [`TimerRef::cancel`].
+    /// Cancels a timer; see [`TimerRef::cancel`]. On the shard that set it
+    /// (always, for an actor that is pinned or not stolen since), its wheel
+    /// entry is freed now, so cancelled timers never crowd the wheel.
     pub fn cancel_timer(&mut self, timer: &TimerRef) -> bool {
+        self.forget_timer(timer.entry);
         timer.cancel()
+    }
+
+    /// Frees a timer's wheel entry if this shard holds it (an ask's timeout
+    /// once its answer is here); elsewhere it fires into a settled ask.
+    pub(crate) fn forget_timer(&mut self, (shard, key): TimerEntry) {
+        if shard == self.shard.index() {
+            self.shard.remove_timer(key);
+        }
+    }
+
+    /// Sets a timer on this shard and makes its [`TimerRef`].
+    fn set_timer(
+        &mut self,
+        delay: Duration,
+        action: impl FnOnce(Arc<AtomicBool>) -> TimerAction,
+    ) -> Result<TimerRef, RuntimeError> {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let key = self.shard.add_timer(delay, action(cancelled.clone()))?;
+        Ok(TimerRef { cancelled, entry: (self.shard.index(), key) })
     }
 
     /// Runs `job` on the runtime's blocking threads (for work with no
@@ -296,6 +351,62 @@ impl<'a, A: Actor> Context<'a, A> {
             }
         });
         self.shard.io().submit(op, done).map_err(|(error, _)| error)
+    }
+
+    /// Sends `target` an exit signal from this actor after `delay`, even if
+    /// this actor is gone by then (a supervisor's kill after a shutdown
+    /// timeout). The returned ref cancels it.
+    pub(crate) fn exit_after(
+        &mut self,
+        target: &Pid,
+        reason: ExitReason,
+        delay: Duration,
+    ) -> Result<TimerRef, RuntimeError> {
+        let (from, target) = (self.id(), target.clone());
+        let fire = move || {
+            let signal = SysSignal::Exit { from, reason, direct: true };
+            target.target.send_sys(signal).map_err(drop)
+        };
+        self.set_timer(delay, |cancelled| TimerAction::once(cancelled, fire))
+    }
+
+    /// Delivers `msg` to this actor after `delay` through its system lane,
+    /// as replies travel, so a full user lane cannot lose it (the state
+    /// machine's timeouts, `crate::behaviour`). A message for a dead actor
+    /// is dropped; one that finds the system lane full is counted there.
+    pub(crate) fn signal_after(
+        &mut self,
+        msg: A::Msg,
+        delay: Duration,
+    ) -> Result<TimerRef, RuntimeError> {
+        let me = self.myself();
+        let fire = move || {
+            let _ = me.shared.push_signal(Signal::Reply(msg));
+            Ok(())
+        };
+        self.set_timer(delay, |cancelled| TimerAction::once(cancelled, fire))
+    }
+
+    /// Queues `msg` for this actor in its system lane, behind what is
+    /// already there (a supervisor's "go on after the others"). False if
+    /// the lane is full.
+    pub(crate) fn signal_now(&mut self, msg: A::Msg) -> bool {
+        self.shared.push_signal(Signal::Reply(msg)).is_ok()
+    }
+
+    /// Whether the runtime is shutting down (it accepts no new actors).
+    pub(crate) fn runtime_stopping(&self) -> bool {
+        !self.shard.sched().accepting.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts a supervisor's restart of a child on this shard.
+    pub(crate) fn count_restart(&self) {
+        self.shard.sched().counters().add(crate::runtime::Counter::Restarts, 1);
+    }
+
+    /// Counts a supervisor giving up (restart intensity reached).
+    pub(crate) fn count_escalation(&self) {
+        self.shard.sched().counters().add(crate::runtime::Counter::Escalations, 1);
     }
 
     /// Delivers a signal to this actor's own system lane.

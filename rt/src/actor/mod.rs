@@ -23,7 +23,7 @@ pub use addr::{ActorRef, Pid};
 pub(crate) use addr::{Header, RunPtr, Shared, Signal, SysSignal};
 pub use ask::ReplyTo;
 pub(crate) use ask::{Expire, ThreadSink};
-pub(crate) use cell::{ActorCell, Runnable, TurnOutcome};
+pub(crate) use cell::{ActorCell, Runnable, TurnOutcome, catch};
 pub use context::{Context, TimerRef};
 
 /// A process's behaviour: its state and how it handles messages.

@@ -40,11 +40,25 @@ pub enum Counter {
     SignalsDropped,
     /// Timers that fired.
     TimersFired,
+    /// Actors crashed by fault injection instead of handling a message
+    /// (each loses that message).
+    FaultsCrash,
+    /// User messages discarded by fault injection (including delayed ones
+    /// that could not be handed back: timer wheel or system lane full).
+    FaultsDrop,
+    /// User messages delayed by fault injection.
+    FaultsDelay,
+    /// Named fault sites that fired (`FaultInjector::inject`).
+    FaultsSite,
+    /// Children a supervisor started again after an exit.
+    Restarts,
+    /// Supervisors that reached their restart intensity and gave up.
+    Escalations,
 }
 
 impl Counter {
     /// Every counter, in display order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 20] = [
         Counter::Messages,
         Counter::Reductions,
         Counter::Steals,
@@ -59,6 +73,12 @@ impl Counter {
         Counter::DeadLetters,
         Counter::SignalsDropped,
         Counter::TimersFired,
+        Counter::FaultsCrash,
+        Counter::FaultsDrop,
+        Counter::FaultsDelay,
+        Counter::FaultsSite,
+        Counter::Restarts,
+        Counter::Escalations,
     ];
 
     /// The Prometheus metric name (without the `zbmd_` prefix).
@@ -78,6 +98,12 @@ impl Counter {
             Counter::DeadLetters => "dead_letters_total",
             Counter::SignalsDropped => "signals_dropped_total",
             Counter::TimersFired => "timers_fired_total",
+            Counter::FaultsCrash => "faults_crash_total",
+            Counter::FaultsDrop => "faults_drop_total",
+            Counter::FaultsDelay => "faults_delay_total",
+            Counter::FaultsSite => "faults_site_total",
+            Counter::Restarts => "restarts_total",
+            Counter::Escalations => "escalations_total",
         }
     }
 
@@ -97,6 +123,12 @@ impl Counter {
             Counter::DeadLetters => "User messages still queued when their actor died.",
             Counter::SignalsDropped => "System signals refused by a full system lane.",
             Counter::TimersFired => "Timers fired.",
+            Counter::FaultsCrash => "Actors crashed by fault injection, each losing one message.",
+            Counter::FaultsDrop => "User messages dropped by fault injection.",
+            Counter::FaultsDelay => "User messages delayed by fault injection.",
+            Counter::FaultsSite => "Named fault sites that fired.",
+            Counter::Restarts => "Children restarted by their supervisor.",
+            Counter::Escalations => "Supervisors that reached their restart intensity.",
         }
     }
 }
@@ -125,6 +157,9 @@ pub struct MetricsSnapshot {
     pub shards: Vec<[u64; Counter::ALL.len()]>,
     /// Actors alive when the snapshot was taken.
     pub live_actors: usize,
+    /// The named fault sites of the active fault plan, with their counters
+    /// (empty without one): see [`crate::fault::FaultInjector`].
+    pub fault_sites: Vec<crate::fault::SiteCount>,
 }
 
 impl MetricsSnapshot {
@@ -133,7 +168,7 @@ impl MetricsSnapshot {
         live_actors: usize,
     ) -> Self {
         let shards = counters.iter().map(|c| Counter::ALL.map(|counter| c.get(counter))).collect();
-        MetricsSnapshot { shards, live_actors }
+        MetricsSnapshot { shards, live_actors, fault_sites: Vec::new() }
     }
 
     /// A counter's value on one shard (`shard == shards.len() - 1` is the
@@ -145,6 +180,25 @@ impl MetricsSnapshot {
     /// A counter summed over every shard and the outside threads.
     pub fn total(&self, counter: Counter) -> u64 {
         self.shards.iter().map(|values| values[counter as usize]).sum()
+    }
+
+    /// Each named fault site's rolls and fires, one series per site (site
+    /// names are `[A-Za-z0-9_.-]`, so they need no escaping).
+    fn write_fault_sites(&self, out: &mut String) {
+        if self.fault_sites.is_empty() {
+            return;
+        }
+        for (name, help, fires) in [
+            ("fault_site_rolls_total", "Rolls of each named fault site.", false),
+            ("fault_site_fires_total", "Fires of each named fault site.", true),
+        ] {
+            let _ = writeln!(out, "# HELP zbmd_{name} {help}");
+            let _ = writeln!(out, "# TYPE zbmd_{name} counter");
+            for site in &self.fault_sites {
+                let value = if fires { site.fires } else { site.rolls };
+                let _ = writeln!(out, "zbmd_{name}{{site=\"{}\"}} {value}", site.name);
+            }
+        }
     }
 
     /// The snapshot in Prometheus' text exposition format, one series per
@@ -168,6 +222,7 @@ impl MetricsSnapshot {
         let _ = writeln!(out, "# HELP zbmd_live_actors Actors alive.");
         let _ = writeln!(out, "# TYPE zbmd_live_actors gauge");
         let _ = writeln!(out, "zbmd_live_actors {}", self.live_actors);
+        self.write_fault_sites(&mut out);
         out
     }
 }

@@ -47,6 +47,7 @@ pub(crate) use timers::TimerAction;
 
 use crate::actor::{Actor, ActorRef, ExitReason, Pid, ReplyTo};
 use crate::error::{AskError, RuntimeError};
+use crate::fault::{FaultInjector, FaultPlan, Injector};
 use crate::io::{IoBackendKind, MAX_IO_IN_FLIGHT};
 use crate::sync::{deque, park, spsc};
 use crate::topology::{self, CpuSet, Placement, ShardPlacement, Topology};
@@ -120,6 +121,8 @@ pub(crate) struct Config {
     /// chose (always `Some` once the shards exist).
     pub(crate) io_backend: Option<IoBackendKind>,
     pub(crate) max_io_in_flight: usize,
+    /// The fault plan being injected (`crate::fault`), chosen by `build`.
+    pub(crate) faults: Option<Arc<Injector>>,
 }
 
 /// Options for one spawn; the defaults come from the runtime.
@@ -136,6 +139,9 @@ pub struct SpawnOptions {
     pub system_capacity: Option<usize>,
     /// Link the new actor to the spawning actor (inside an actor only).
     pub link: bool,
+    /// Never fault this actor's messages, whatever the fault plan
+    /// ([`crate::fault`]); supervisors are spawned exempt.
+    pub fault_exempt: bool,
 }
 
 /// Builds a [`Runtime`]: `Runtime::builder().shards(4).build()?`.
@@ -146,6 +152,7 @@ pub struct RuntimeBuilder {
     topology: Option<Topology>,
     allowed: Option<CpuSet>,
     pin: bool,
+    fault_plan: Option<FaultPlan>,
     config: Config,
 }
 
@@ -157,6 +164,7 @@ impl Default for RuntimeBuilder {
             topology: None,
             allowed: None,
             pin: true,
+            fault_plan: None,
             config: Config {
                 node: 0,
                 shards: 0,
@@ -175,6 +183,7 @@ impl Default for RuntimeBuilder {
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 io_backend: None,
                 max_io_in_flight: DEFAULT_MAX_IO_IN_FLIGHT,
+                faults: None,
             },
         }
     }
@@ -291,6 +300,17 @@ impl RuntimeBuilder {
         max_io_in_flight: usize
     );
 
+    /// Injects the faults of `plan` ([`crate::fault`], `docs/faults.md`).
+    /// Without this, `build` reads a plan from the `ZBMD_FAULT_INJECTION`
+    /// environment variable if it is set; a plan given here wins over the
+    /// variable, and an empty plan (`FaultPlan::new()`) turns injection off
+    /// even when it is set. `build` fails with [`RuntimeError::Config`] on
+    /// an invalid plan.
+    pub fn fault_plan(mut self, plan: FaultPlan) -> Self {
+        self.fault_plan = Some(plan);
+        self
+    }
+
     /// Places the shards, starts one thread per shard (pinned unless
     /// `pin(false)`), and returns the running runtime.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
@@ -310,6 +330,7 @@ impl RuntimeBuilder {
         let placement = topology::place(&topology, &allowed, count, &self.placement)?;
         let config = Config { shards: count, ..self.config };
         validate(&config)?;
+        let config = Config { faults: crate::fault::resolve(self.fault_plan)?, ..config };
         // Detected once (and logged with its reason); every shard uses it.
         let io_backend = crate::io::detect(config.io_backend)?.kind;
         let config = Config { io_backend: Some(io_backend), ..config };
@@ -447,6 +468,37 @@ impl std::fmt::Display for PlacementList<'_> {
     }
 }
 
+/// A blocking request from a thread outside the runtime: builds the
+/// request around a fresh [`ReplyTo`], sends it with `send`, and waits for
+/// the reply or `timeout`. Every blocking `call` of the crate goes through
+/// here.
+///
+/// # Panics
+///
+/// On a shard thread, where blocking would stall the shard.
+pub(crate) fn call_blocking<M, R>(
+    send: impl FnOnce(M) -> Result<(), crate::error::SendError<M>>,
+    request: impl FnOnce(ReplyTo<R>) -> M,
+    timeout: Duration,
+) -> Result<R, AskError>
+where
+    R: Send + 'static,
+{
+    assert!(
+        !on_shard_thread(),
+        "a blocking call must not run on a shard thread; actors use Context::ask"
+    );
+    if timeout.is_zero() {
+        return Err(AskError::ZeroTimeout);
+    }
+    let sink = Arc::new(crate::actor::ThreadSink::new());
+    match send(request(ReplyTo::new(sink.clone()))) {
+        Ok(()) => sink.wait(timeout),
+        Err(e) if e.is_full() => Err(AskError::Full),
+        Err(_) => Err(AskError::NoProc),
+    }
+}
+
 /// A running runtime. Dropping it shuts it down.
 pub struct Runtime {
     sched: Arc<Scheduler>,
@@ -511,19 +563,7 @@ impl Runtime {
         M: Send + 'static,
         R: Send + 'static,
     {
-        assert!(
-            !on_shard_thread(),
-            "Runtime::call blocks and must not run on a shard thread; use Context::ask"
-        );
-        if timeout.is_zero() {
-            return Err(AskError::ZeroTimeout);
-        }
-        let sink = Arc::new(crate::actor::ThreadSink::new());
-        match target.try_send(request(ReplyTo::new(sink.clone()))) {
-            Ok(()) => sink.wait(timeout),
-            Err(e) if e.is_full() => Err(AskError::Full),
-            Err(_) => Err(AskError::NoProc),
-        }
+        call_blocking(|msg| target.try_send(msg), request, timeout)
     }
 
     /// Registers `name` for `pid` (see [`Context::register`](crate::actor::Context::register)).
@@ -547,12 +587,21 @@ impl Runtime {
         self.sched.exit_from_runtime(target, reason);
     }
 
-    /// The counters of every shard.
+    /// The counters of every shard, and of the fault plan's sites.
     pub fn metrics(&self) -> MetricsSnapshot {
-        MetricsSnapshot::read(
+        let mut snapshot = MetricsSnapshot::read(
             self.sched.all_counters(),
             self.sched.live_actors.load(Ordering::Acquire),
-        )
+        );
+        snapshot.fault_sites = self.faults().site_counts();
+        snapshot
+    }
+
+    /// The handle on the runtime's fault plan, for layers that inject their
+    /// own faults at named sites ([`crate::fault`]); it never fires when no
+    /// plan is active.
+    pub fn faults(&self) -> FaultInjector {
+        FaultInjector::attached(self.sched.config.faults.as_ref(), &self.sched)
     }
 
     /// Actors alive now.

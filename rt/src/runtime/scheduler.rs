@@ -24,15 +24,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+use super::ShardCtx;
 use super::blocking::BlockingPool;
 use super::local;
 use super::metrics::{Counter, Counters};
 use super::registry::Registry;
 use super::{Config, SpawnOptions};
 use crate::actor::{
-    Actor, ActorCell, ActorId, ActorRef, Header, MonitorRef, Pid, RunPtr, Shared, SysSignal,
+    Actor, ActorCell, ActorId, ActorRef, ExitReason, Header, MonitorRef, Pid, RunPtr, Shared,
+    SysSignal,
 };
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, StartError};
 use crate::sync::deque::Stealer;
 use crate::sync::mpmc::MpmcQueue;
 use crate::sync::mpsc::Mailbox;
@@ -48,6 +50,9 @@ pub(crate) struct SlotTable {
     /// shutdown (which stops actors newest first).
     live: Box<[Mutex<Option<LiveEntry>>]>,
 }
+
+/// A new actor's shared part and the token to run it (see `create`).
+type Created<M> = (Arc<Shared<M>>, RunPtr);
 
 /// A live actor and its spawn sequence number.
 type LiveEntry = (u64, Pid);
@@ -163,6 +168,60 @@ impl Scheduler {
         actor: A,
         options: SpawnOptions,
     ) -> Result<ActorRef<A::Msg>, RuntimeError> {
+        let (shared, ptr) = self.create(actor, &options)?;
+        if shared.mailbox.send_system(crate::actor::Signal::Sys(SysSignal::Start)).is_err() {
+            unreachable!("a new mailbox has room for its first signal");
+        }
+        self.enqueue(ptr, shared.header.shard(), options.pinned);
+        Ok(ActorRef { shared })
+    }
+
+    /// Spawns `actor` linked to `parent` and runs its `started` hook here,
+    /// on the calling shard, before returning: OTP's `proc_lib:start_link`.
+    /// A hook that fails (or panics) leaves no actor behind, no link, and
+    /// no exit signal: the parent gets the reason as the answer instead.
+    pub(crate) fn start_link<A: Actor>(
+        self: &Arc<Self>,
+        actor: A,
+        options: &SpawnOptions,
+        name: Option<&str>,
+        parent: Option<&Pid>,
+        shard: &mut ShardCtx,
+    ) -> Result<ActorRef<A::Msg>, StartError> {
+        let (shared, ptr) = self.create(actor, options)?;
+        // SAFETY: `create` leaked the cell and nothing else holds `ptr` yet:
+        // this thread holds the SCHEDULED token until `enqueue` below.
+        let runnable = unsafe { ptr.0.as_ref() };
+        let registered = match name {
+            Some(name) => self.registry.register(name, Pid { target: shared.clone() }),
+            None => Ok(()),
+        };
+        let outcome = match registered {
+            Ok(()) => runnable.init(shard, parent),
+            Err(error) => Err(runnable.abort(shard, ExitReason::error(&error))),
+        };
+        match outcome {
+            Ok(()) => {
+                self.enqueue(ptr, shared.header.shard(), options.pinned);
+                Ok(ActorRef { shared })
+            }
+            Err(reason) => {
+                // SAFETY: the cell is dead and was never queued; we hold the
+                // only pointer to it (as the shard does for a dead cell).
+                drop(unsafe { Box::from_raw(ptr.0.as_ptr()) });
+                Err(StartError::Init(reason))
+            }
+        }
+    }
+
+    /// Makes an actor's slot, mailbox and cell, and records it as live. The
+    /// caller holds the new actor's SCHEDULED token and must either enqueue
+    /// `RunPtr` or let the actor die.
+    fn create<A: Actor>(
+        self: &Arc<Self>,
+        actor: A,
+        options: &SpawnOptions,
+    ) -> Result<Created<A::Msg>, RuntimeError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RuntimeError::ShuttingDown);
         }
@@ -190,17 +249,15 @@ impl Scheduler {
         };
         let generation = table.generations[slot as usize].load(Ordering::Acquire);
         let id = ActorId { node: self.config.node, shard: shard as u16, slot, generation };
-        let header = Header::new(id, actor.name(), options.pinned, self.clone());
+        let header = Header::new(id, actor.name(), options.pinned, self.clone())
+            .with_fault_exempt(options.fault_exempt);
         let shared = Arc::new(Shared { header, mailbox });
         let cell: Box<dyn crate::actor::Runnable> = Box::new(ActorCell::new(shared.clone(), actor));
         let ptr = RunPtr(std::ptr::NonNull::from(Box::leak(cell)));
         // SAFETY: `shared` has not been handed to any other thread yet: the
         // only other reference is inside the cell we just leaked, which no
-        // queue holds until `enqueue` below.
+        // queue holds until the caller enqueues it.
         unsafe { shared.header.set_runnable(ptr) };
-        if shared.mailbox.send_system(crate::actor::Signal::Sys(SysSignal::Start)).is_err() {
-            unreachable!("a new mailbox has room for its first signal");
-        }
         let seq = self.next_spawn.fetch_add(1, Ordering::Relaxed);
         let pid = Pid { target: shared.clone() };
         *lock(&table.live[slot as usize]) = Some((seq, pid));
@@ -208,8 +265,7 @@ impl Scheduler {
         self.counters().add(Counter::Spawns, 1);
         tracing::debug_span!("spawn", actor = shared.header.name, %id)
             .in_scope(|| tracing::trace!("spawned"));
-        self.enqueue(ptr, shard, options.pinned);
-        Ok(ActorRef { shared })
+        Ok((shared, ptr))
     }
 
     /// Frees a dead actor's slot: stale refs now fail, the slot can be reused.

@@ -21,10 +21,12 @@ use super::scheduler::Scheduler;
 use super::timers::{TimerAction, Timers};
 use crate::actor::{ActorId, RunPtr, TurnOutcome};
 use crate::error::RuntimeError;
+use crate::fault::ShardFaults;
 use crate::io::Io;
 use crate::sync::deque::Steal;
 use crate::sync::park::Parker;
 use crate::sync::spsc::Consumer;
+use crate::timer::TimerKey;
 
 /// Turns per round before the shard looks at its rings and timers again:
 /// small enough that a timer or a cross-shard wake-up waits at most a few
@@ -66,6 +68,9 @@ pub(crate) struct ShardCtx {
     budget: u32,
     timers: Timers,
     io: Io,
+    /// The message faults to inject (`crate::fault`); `None` without a plan
+    /// that faults messages, which is what keeps injection free then.
+    faults: Option<ShardFaults>,
 }
 
 impl ShardCtx {
@@ -97,12 +102,33 @@ impl ShardCtx {
         &mut self.io
     }
 
+    /// Whether user messages may be faulted on this shard: the one branch
+    /// an actor's turn pays without a fault plan.
+    #[inline]
+    pub(crate) fn faults_active(&self) -> bool {
+        self.faults.is_some()
+    }
+
+    pub(crate) fn faults(&mut self) -> Option<&mut ShardFaults> {
+        self.faults.as_mut()
+    }
+
+    /// Adds one to a counter of this shard.
+    pub(crate) fn count(&self, counter: Counter) {
+        self.sched.all_counters()[self.index].add(counter, 1);
+    }
+
     pub(crate) fn add_timer(
         &mut self,
         delay: Duration,
         action: TimerAction,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<TimerKey, RuntimeError> {
         self.timers.add(Instant::now() + delay, action)
+    }
+
+    /// Removes a timer this shard set (see `Timers::remove`).
+    pub(crate) fn remove_timer(&mut self, key: TimerKey) -> bool {
+        self.timers.remove(key)
     }
 }
 
@@ -138,8 +164,10 @@ impl Shard {
             Arc::new(move || sched.wake(index))
         };
         let (io, _) = Io::new(config.io_backend, config.max_io_in_flight, index, waker)?;
+        let faults =
+            config.faults.as_ref().and_then(|faults| ShardFaults::new(faults.plan(), index));
         Ok(Shard {
-            ctx: ShardCtx { index, sched, budget, timers, io },
+            ctx: ShardCtx { index, sched, budget, timers, io, faults },
             queues,
             incoming,
             parker,

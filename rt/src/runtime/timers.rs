@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::actor::Expire;
 use crate::error::RuntimeError;
-use crate::timer::TimerWheel;
+use crate::timer::{TimerKey, TimerWheel};
 
 /// What a timer does when it fires.
 pub(crate) enum TimerAction {
@@ -58,8 +58,14 @@ impl Timers {
         &mut self,
         deadline: Instant,
         action: TimerAction,
-    ) -> Result<(), RuntimeError> {
-        self.wheel.insert(deadline, (deadline, action)).map(drop).map_err(|e| e.reason.into())
+    ) -> Result<TimerKey, RuntimeError> {
+        self.wheel.insert(deadline, (deadline, action)).map_err(|e| e.reason.into())
+    }
+
+    /// Removes a pending timer, freeing its entry now rather than at its
+    /// deadline; false if it already fired or was removed.
+    pub(crate) fn remove(&mut self, key: TimerKey) -> bool {
+        self.wheel.cancel(key).is_some()
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {

@@ -8,6 +8,7 @@
 //! | [`mpmc`] | many producers, many consumers | Vyukov's bounded MPMC queue | global overflow, blocking hand-off |
 //! | [`deque`] | one owner, many thieves | Chase–Lev, bounded, with a steal claim | runnable actors, work stealing |
 //! | [`park`] | one sleeper, many wakers | futex (Linux) state machine | idle shards |
+//! | [`run_state`] | many notifiers, one runner | RMW-only state machine (tokio's task state) | scheduling an actor |
 //!
 //! Every queue is bounded, with its capacity fixed at construction
 //! ([`CapacityError`] for a bad one), allocates nothing after construction,
@@ -22,6 +23,7 @@ mod error;
 pub mod mpmc;
 pub mod mpsc;
 pub mod park;
+pub mod run_state;
 pub mod spsc;
 
 pub use error::{CAPACITY_MAX, CapacityError, Full};
