@@ -7,10 +7,11 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: test deps lint fmt unit loom bench doc clean
+.PHONY: test deps lint fmt unit loom memcheck bench doc clean
 
-## test: install what is missing, then lint, unit + integration + doc tests, loom models, API docs
-test: deps lint unit loom doc
+## test: install what is missing, then lint, unit + integration + doc tests, loom models,
+## zbmd-alloc under valgrind, API docs
+test: deps lint unit loom memcheck doc
 	@echo "make test: all checks passed"
 
 deps:
@@ -32,6 +33,20 @@ unit:
 ## loom: the loom models of every lock-free structure, release mode, preemption bound 2
 loom:
 	$(LOOM_ENV) $(CARGO) test -p zbmd-loom-tests --release --locked
+
+## memcheck: zbmd-alloc's unit and integration tests under valgrind memcheck,
+## any error or definite leak fails (about 10 s here once built)
+memcheck: deps
+	$(CARGO) test -p zbmd-alloc --tests --locked --no-run
+	@set -e; tests=$$($(CARGO) test -p zbmd-alloc --tests --locked --no-run \
+	    --message-format=json | python3 -c 'import json, sys; \
+	    [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]'); \
+	test -n "$$tests" || { echo "memcheck: no test binaries found" >&2; exit 1; }; \
+	for test in $$tests; do \
+	  echo "memcheck: $$test"; \
+	  valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
+	    --errors-for-leak-kinds=definite "$$test" -q; \
+	done
 
 ## bench: criterion benchmarks against the peers, then the reports in bench_results/
 bench:

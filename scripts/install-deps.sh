@@ -17,6 +17,8 @@ PACKAGES=(
   libhwloc-dev
   libudev-dev
   pkg-config
+  # `make memcheck`: zbmd-alloc's tests under valgrind memcheck.
+  valgrind
 )
 
 # `--bench` adds what `make bench` needs beyond the tests: the Erlang/OTP
