@@ -57,6 +57,9 @@ bench:
 	benches/erlang/run.sh bench_results/actors.erlang.jsonl
 	python3 benches/actors_report.py
 	$(CARGO) run --release -p zbmd-benches --example actors_plot --locked
+	$(CARGO) bench -p zbmd-benches --bench supervision --locked
+	benches/erlang/run_supervision.sh bench_results/supervision.erlang.jsonl
+	python3 benches/supervision_report.py
 
 ## doc: API docs, warnings are errors
 doc:
