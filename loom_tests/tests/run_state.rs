@@ -1,10 +1,11 @@
 //! loom models of an actor's scheduling state with its real mailbox: a
 //! sender pushes and notifies while the shard runs, ends or kills the actor,
 //! and every message is handled or drained — no interleaving within the
-//! preemption bound leaves one stranded in a mailbox nobody will read.
+//! preemption bound leaves one stranded in a mailbox nobody will read. Two
+//! broken designs show what each half of the handshake is for.
 #![cfg(zbmd_loom)]
 
-use loom::sync::atomic::{AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicU32, Ordering, fence};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use zbmd_rt::sync::mpsc::{Envelope, MailboxReceiver, mailbox};
@@ -18,7 +19,7 @@ trait State: Send + Sync + 'static {
     fn new() -> Self;
     fn notify(&self) -> Notify;
     fn begin_turn(&self);
-    fn end_turn(&self, more_work: bool) -> bool;
+    fn end_turn(&self, more_work: bool, has_claims: &dyn Fn() -> bool) -> bool;
 }
 
 impl State for RunState {
@@ -31,8 +32,8 @@ impl State for RunState {
     fn begin_turn(&self) {
         RunState::begin_turn(self)
     }
-    fn end_turn(&self, more_work: bool) -> bool {
-        RunState::end_turn(self, more_work)
+    fn end_turn(&self, more_work: bool, has_claims: &dyn Fn() -> bool) -> bool {
+        RunState::end_turn(self, more_work, has_claims)
     }
 }
 
@@ -64,13 +65,20 @@ fn sender_and_turns<S: State>() {
         let mut token = true;
         while token {
             state.begin_turn();
+            let before = handled.len();
             turn(&mut rx, &mut handled);
-            token = state.end_turn(false);
+            token = state.end_turn(false, &|| rx.has_claims());
+            if token && handled.len() == before {
+                // Taken back for a claim still being written: the runtime
+                // requeues the actor behind other work; here, let the
+                // sender run.
+                thread::yield_now();
+            }
         }
         if sender.join().unwrap() == Notify::Schedule {
             state.begin_turn();
             turn(&mut rx, &mut handled);
-            assert!(!state.end_turn(false), "nobody else notified");
+            assert!(!state.end_turn(false, &|| rx.has_claims()), "nobody else notified");
         }
         assert_eq!(handled, [7], "a message was left in the mailbox of an idle actor");
     });
@@ -102,8 +110,15 @@ fn two_senders_one_token() {
         let mut token = true;
         while token {
             state.begin_turn();
+            let before = handled.len();
             turn(&mut rx, &mut handled);
-            token = state.end_turn(false);
+            token = state.end_turn(false, &|| rx.has_claims());
+            if token && handled.len() == before {
+                // Taken back for a claim still being written: the runtime
+                // requeues the actor behind other work; here, let the
+                // sender run.
+                thread::yield_now();
+            }
         }
         let scheduled: usize = senders
             .into_iter()
@@ -114,7 +129,7 @@ fn two_senders_one_token() {
         if scheduled == 1 {
             state.begin_turn();
             turn(&mut rx, &mut handled);
-            assert!(!state.end_turn(false));
+            assert!(!state.end_turn(false, &|| rx.has_claims()));
         }
         handled.sort_unstable();
         assert_eq!(handled, [1, 2]);
@@ -152,53 +167,102 @@ fn a_send_racing_a_death_is_handled_or_drained() {
         turn(&mut rx.lock().unwrap(), &mut handled);
         state.mark_dead();
         drain(&rx, &drained);
+        // As `Shared::drain_dead` does: a claim not yet written means a
+        // sender is still writing; wait for it and drain again.
+        while rx.lock().unwrap().has_claims() {
+            thread::yield_now();
+            drain(&rx, &drained);
+        }
         sender.join().unwrap();
         let total = handled.len() as u32 + drained.load(Ordering::Relaxed);
         assert_eq!(total, 1, "the message was stranded (or seen twice)");
     });
 }
 
-/// The bug the read-modify-write prevents: a `notify` that first *loads*
-/// the state. loom finds the interleaving where the load passes the push,
-/// reads SCHEDULED, and the turn ends idle without the message.
-struct LoadFirst(AtomicU32);
+/// The first broken design: `notify` reads the state with a plain acquire
+/// load and the turn's end does not look for claims. loom finds the
+/// interleaving where the load passes the push, reads SCHEDULED, and the
+/// turn ends idle without the message.
+struct AcquireLoad(AtomicU32);
 
-impl State for LoadFirst {
-    fn new() -> Self {
-        LoadFirst(AtomicU32::new(1)) // SCHEDULED
-    }
-    fn notify(&self) -> Notify {
-        let mut state = self.0.load(Ordering::Acquire);
+/// The states, as `RunState` numbers them.
+const IDLE: u32 = 0;
+const SCHEDULED: u32 = 1;
+const RUNNING: u32 = 2;
+const NOTIFIED: u32 = 3;
+
+impl AcquireLoad {
+    fn notify_from(&self, mut state: u32) -> Notify {
         loop {
             let next = match state {
-                0 => 1,
-                2 => 3,
-                4 => return Notify::Dead,
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
                 _ => return Notify::Nothing,
             };
             match self.0.compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) if next == 1 => return Notify::Schedule,
+                Ok(_) if next == SCHEDULED => return Notify::Schedule,
                 Ok(_) => return Notify::Nothing,
                 Err(actual) => state = actual,
             }
         }
     }
-    fn begin_turn(&self) {
-        self.0.swap(2, Ordering::AcqRel);
-    }
-    fn end_turn(&self, _: bool) -> bool {
-        match self.0.compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire) {
+
+    fn end_turn_plain(&self) -> bool {
+        match self.0.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => false,
             Err(_) => {
-                self.0.swap(1, Ordering::AcqRel);
+                self.0.swap(SCHEDULED, Ordering::AcqRel);
                 true
             }
         }
     }
 }
 
+impl State for AcquireLoad {
+    fn new() -> Self {
+        AcquireLoad(AtomicU32::new(SCHEDULED))
+    }
+    fn notify(&self) -> Notify {
+        self.notify_from(self.0.load(Ordering::Acquire))
+    }
+    fn begin_turn(&self) {
+        self.0.swap(RUNNING, Ordering::AcqRel);
+    }
+    fn end_turn(&self, _: bool, _: &dyn Fn() -> bool) -> bool {
+        self.end_turn_plain()
+    }
+}
+
 #[test]
 #[should_panic(expected = "left in the mailbox of an idle actor")]
-fn a_load_first_notify_loses_a_message() {
-    sender_and_turns::<LoadFirst>();
+fn an_acquire_load_notify_loses_a_message() {
+    sender_and_turns::<AcquireLoad>();
+}
+
+/// The second: the sender's half of the handshake alone (its ordered read
+/// of the state) without the turn's re-check for claims. The sender can
+/// still read SCHEDULED from before the turn began while the turn misses
+/// its message.
+struct SenderHalfOnly(AcquireLoad);
+
+impl State for SenderHalfOnly {
+    fn new() -> Self {
+        SenderHalfOnly(AcquireLoad::new())
+    }
+    fn notify(&self) -> Notify {
+        fence(Ordering::SeqCst);
+        self.0.notify_from(self.0.0.load(Ordering::SeqCst))
+    }
+    fn begin_turn(&self) {
+        self.0.begin_turn();
+    }
+    fn end_turn(&self, _: bool, _: &dyn Fn() -> bool) -> bool {
+        self.0.end_turn_plain()
+    }
+}
+
+#[test]
+#[should_panic(expected = "left in the mailbox of an idle actor")]
+fn without_the_turns_recheck_a_message_is_lost() {
+    sender_and_turns::<SenderHalfOnly>();
 }

@@ -164,10 +164,10 @@ impl Header {
     }
 
     /// Ends a turn. Returns true when the actor must go back on a run queue
-    /// (it has more work, or was notified while running); the caller keeps
-    /// the SCHEDULED token then.
-    pub(crate) fn end_turn(&self, more_work: bool) -> bool {
-        self.state.end_turn(more_work)
+    /// (it has more work, was notified while running, or a send raced the
+    /// idling: `has_claims`); the caller keeps the SCHEDULED token then.
+    pub(crate) fn end_turn(&self, more_work: bool, has_claims: impl FnOnce() -> bool) -> bool {
+        self.state.end_turn(more_work, has_claims)
     }
 
     /// Marks the actor dead. After this no sender enqueues it, and a sender

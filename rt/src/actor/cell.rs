@@ -239,7 +239,12 @@ impl<A: Actor> Runnable for ActorCell<A> {
         }
         shard.count_turn(messages, spent);
         let more_work = spent >= budget && !self.shared.mailbox.is_empty();
-        if header.end_turn(more_work) { TurnOutcome::Requeue } else { TurnOutcome::Idle }
+        let has_claims = || self.shared.mailbox.has_claims();
+        if header.end_turn(more_work, has_claims) {
+            TurnOutcome::Requeue
+        } else {
+            TurnOutcome::Idle
+        }
     }
 }
 

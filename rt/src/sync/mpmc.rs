@@ -315,6 +315,15 @@ impl<T> Ring<T> {
         self.laps.capacity
     }
 
+    /// Consumer side: whether a push has claimed a position not yet popped
+    /// (written or still being written), from a sequentially consistent
+    /// read of `tail`. One half of an actor's wake-up handshake
+    /// (`sync::run_state`); `head` is the caller's own.
+    pub(super) fn has_claims(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst);
+        self.head.load(Ordering::Relaxed) != tail
+    }
+
     pub(super) fn len(&self) -> usize {
         // `head` first: see the module docs for why `tail` then cannot lag.
         let head = self.head.load(Ordering::Acquire);

@@ -288,6 +288,14 @@ impl<S, U> Mailbox<S, U> {
     pub fn is_empty(&self) -> bool {
         self.system.is_empty() && self.user.is_empty()
     }
+
+    /// For the receiver only: whether a send has claimed room in either
+    /// lane that was not received yet (its message may still be being
+    /// written), read in the sequentially consistent order the run state's
+    /// wake-up handshake relies on (see [`run_state`](super::run_state)).
+    pub fn has_claims(&self) -> bool {
+        self.system.ring.has_claims() || self.user.ring.has_claims()
+    }
 }
 
 impl<S, U> fmt::Debug for Mailbox<S, U> {
@@ -411,6 +419,11 @@ impl<S, U> MailboxReceiver<S, U> {
     /// Whether both lanes looked empty.
     pub fn is_empty(&self) -> bool {
         self.mailbox.is_empty()
+    }
+
+    /// See [`Mailbox::has_claims`].
+    pub fn has_claims(&self) -> bool {
+        self.mailbox.has_claims()
     }
 }
 

@@ -22,27 +22,45 @@
 //!
 //! # Why no wake-up is lost
 //!
-//! Every access to the state is a read-modify-write with acquire-release
-//! ordering, `notify`'s first one included, even when it changes nothing.
-//! RMWs of one atomic are totally ordered and each reads the previous one's
-//! value, so if a sender's `notify` N (after its mailbox push P) comes before
-//! one of the shard's transitions X in that order, N synchronizes with X and
-//! every mailbox read the shard makes after X sees P. By what N reads:
+//! A sender's mailbox push claims its slot with a compare-and-swap of the
+//! lane's `tail`, then `notify` reads the state; the shard's turn ends with a
+//! compare-and-swap of the state (RUNNING → IDLE), then reads the lanes'
+//! `tail`s (`Mailbox::has_claims`) and, if a claim is there, takes the actor
+//! back (IDLE → SCHEDULED) and runs it again. All four accesses are
+//! sequentially consistent, so they are totally ordered, and each side's
+//! read comes after its own write: either the sender's read of the state
+//! comes after the shard's idling, and the sender sees IDLE and schedules
+//! the actor, or the shard's read of `tail` comes after the sender's claim,
+//! and the shard takes the actor back. (Both may happen; one of them wins the
+//! IDLE → SCHEDULED exchange.) This is Dekker's handshake; on x86 it costs
+//! nothing beyond the exchanges both sides make anyway, since a SeqCst load
+//! is a plain load there.
 //!
-//! - IDLE: N schedules the actor; the next turn begins after N.
-//! - SCHEDULED: a turn is about to begin, after N.
-//! - RUNNING: N moves it to NOTIFIED, so the turn's end cannot idle it: it is
-//!   requeued, and the next turn begins after N.
-//! - NOTIFIED: the same requeue is already due.
-//! - DEAD: the sender drains the mailbox itself; and a death that comes after
-//!   N lets the dying shard's drain see P.
+//! Death is the same handshake with `mark_dead` in place of the idling: the
+//! dying shard's drain reads `tail` after its swap to DEAD, and a sender
+//! that reads DEAD drains the mailbox itself.
 //!
-//! A plain load in `notify` breaks this: a store buffer lets the load pass
-//! the push, the turn ends idle without seeing the message, and nothing runs
-//! the actor again. `loom_tests/tests/run_state.rs` checks both the protocol
-//! and that a load-based `notify` loses messages.
+//! Two plainer designs were measured and rejected: a `notify` whose first
+//! access is a read-modify-write even when it changes nothing is correct
+//! without the shard's re-check, but makes every send fight the running
+//! shard for the state's cache line (a send cost 1.6-1.8x as much); a plain
+//! acquire load with no re-check loses wake-ups, because a store buffer lets
+//! the load pass the push. loom does not model sequentially consistent
+//! accesses, so under `--cfg zbmd_loom` each side adds a SeqCst fence
+//! between its write and its read (the same handshake, in fences), and
+//! `loom_tests/tests/run_state.rs` checks it, and that the acquire-load
+//! design loses a message.
 
 use super::facade::{AtomicU32, Ordering};
+
+/// The handshake's order point between a side's write and its read. The
+/// shipped build needs none (both accesses are SeqCst); the loom build,
+/// whose SeqCst accesses are only acquire/release, gets a SeqCst fence.
+#[inline(always)]
+fn handshake_fence() {
+    #[cfg(zbmd_loom)]
+    super::facade::fence(Ordering::SeqCst);
+}
 
 const IDLE: u32 = 0;
 const SCHEDULED: u32 = 1;
@@ -73,7 +91,8 @@ impl RunState {
 
     /// After a push into the mailbox: makes sure the actor will run.
     pub fn notify(&self) -> Notify {
-        let mut state = self.0.fetch_add(0, Ordering::AcqRel);
+        handshake_fence();
+        let mut state = self.0.load(Ordering::SeqCst);
         loop {
             let next = match state {
                 IDLE => SCHEDULED,
@@ -96,16 +115,27 @@ impl RunState {
     }
 
     /// Ends a turn. True when the actor must go back on a run queue (it has
-    /// `more_work`, or was notified while running): the caller keeps the
-    /// token. False: it is IDLE, and the next `notify` schedules it.
-    pub fn end_turn(&self, more_work: bool) -> bool {
+    /// `more_work`, was notified while running, or `has_claims` — the
+    /// mailbox's [`has_claims`](super::mpsc::Mailbox::has_claims) — finds a
+    /// send that raced the idling): the caller keeps the token. False: it is
+    /// IDLE, and the next `notify` schedules it.
+    pub fn end_turn(&self, more_work: bool, has_claims: impl FnOnce() -> bool) -> bool {
         if more_work {
-            // A swap, not a store: a store would cut the release sequence.
             self.0.swap(SCHEDULED, Ordering::AcqRel);
             return true;
         }
-        match self.0.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => false,
+        match self.0.compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::Acquire) {
+            Ok(_) => {
+                handshake_fence();
+                // A sender whose claim we see may have read RUNNING or
+                // NOTIFIED before our exchange: take the actor back, unless
+                // a sender got to IDLE first and holds the token now.
+                has_claims()
+                    && self
+                        .0
+                        .compare_exchange(IDLE, SCHEDULED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            }
             Err(state) => {
                 debug_assert_eq!(state, NOTIFIED);
                 self.0.swap(SCHEDULED, Ordering::AcqRel);
@@ -114,9 +144,13 @@ impl RunState {
         }
     }
 
-    /// The token holder ends the actor's life; no sender schedules it again.
+    /// The token holder ends the actor's life; no sender schedules it
+    /// again. The caller then drains the mailbox, reading its `tail`s in the
+    /// handshake's order (`Mailbox::has_claims`, or `is_empty` after a SeqCst
+    /// fence).
     pub fn mark_dead(&self) {
-        self.0.swap(DEAD, Ordering::AcqRel);
+        self.0.swap(DEAD, Ordering::SeqCst);
+        handshake_fence();
     }
 
     /// Whether it is dead (a snapshot).
