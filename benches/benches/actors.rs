@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | `tell_100/{outside,inside}` | 100,000 u64 round robin to 100 counting actors, sent by a thread outside the runtime or by a driver actor's handler | per message | counters round robin over 2 shards; driver on shard 0 |
 //! | `ping_pong/{same_shard,two_shards}` | 10,000 (same shard) or 1,000 (two shards) round trips between two actors | per round trip | both pinned on shard 0, or on shards 0 and 1 |
-//! | `spawn_first_msg/{one_by_one,burst}` | a spawner actor spawns 10,000 actors, each sent its first message, which it handles before stopping: one at a time (each answers the spawner) or all at once | per spawn | spawner on shard 0, children on the spawner's shard |
+//! | `spawn_first_msg/{one_by_one,burst}` | a spawner actor spawns 10,000 actors, each sent its first message, which it handles before stopping: one at a time (each answers the spawner) or all at once | per spawn | spawner on shard 0, children on the spawner's shard; `zbmd` takes each child's cell and mailbox from shard 0's pools, `zbmd-heap` (`pool_actors(false)`) from the heap |
 //! | `ring_1000` | a token passed 1,000,000 times around a ring of 1,000 actors | per hop | all on shard 0, pinned (`zbmd-unpinned`: not pinned, 100,000 hops) |
 //! | `fan_in` | two sender actors (one per shard) send 50,000 u64 each to one actor | per message | senders pinned on shards 0 and 1, the receiver on shard 1 |
 //!
@@ -526,8 +526,14 @@ mod zbmd {
         }
     }
 
-    pub fn spawn(mode: SpawnMode) -> OneShot {
-        let rt = runtime();
+    /// `pooled`: children's cells and mailboxes from the spawning shard's
+    /// pools (the default); otherwise from the heap.
+    pub fn spawn(mode: SpawnMode, pooled: bool) -> OneShot {
+        let rt = Rt(Runtime::builder()
+            .shards(SHARDS)
+            .pool_actors(pooled)
+            .build()
+            .expect("zbmd runtime starts"));
         let latch = Latch::leaked();
         let spawner = Spawner { mode, left: 0, latch };
         let spawner = rt.spawn_with(spawner, on(0, false)).expect("spawn");
@@ -1964,7 +1970,8 @@ fn spawn_first_msg(c: &mut Criterion) {
     let mut group = group(c, "spawn_first_msg");
     for mode in [SpawnMode::OneByOne, SpawnMode::Burst] {
         let case = mode.name();
-        bench(&mut group, (case, "zbmd"), SPAWNS, || zbmd::spawn(mode));
+        bench(&mut group, (case, "zbmd"), SPAWNS, || zbmd::spawn(mode, true));
+        bench(&mut group, (case, "zbmd-heap"), SPAWNS, || zbmd::spawn(mode, false));
         bench(&mut group, (case, "tokio"), SPAWNS, || tokio_peer::spawn(mode));
         bench(&mut group, (case, "actix"), SPAWNS, || actix_peer::spawn(mode));
         bench(&mut group, (case, "ractor"), SPAWNS, || ractor_peer::spawn(mode));

@@ -103,6 +103,12 @@ pub enum RuntimeError {
     /// unavailable, a bad `ZBMD_IO_BACKEND`, an in-flight limit out of range).
     #[error(transparent)]
     Io(#[from] crate::io::IoError),
+    /// A shard's memory could not be reserved at startup (bad sizes, a NUMA
+    /// node that does not exist, hugepages required but not reserved), or a
+    /// pool is exhausted when an actor is spawned (`PoolExhausted` names the
+    /// pool and its limit; raise it with `RuntimeBuilder::memory`).
+    #[error(transparent)]
+    Memory(#[from] zbmd_alloc::AllocError),
     /// A shard already holds its maximum number of actors.
     #[error(
         "shard {shard} holds its maximum of {limit} actors; raise RuntimeBuilder::max_actors_per_shard or stop some"

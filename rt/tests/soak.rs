@@ -1,7 +1,8 @@
 //! The supervision soak: 1,000 workers under a two-level tree take
 //! 1,000,000 messages while fault injection crashes 1% of deliveries and
 //! drops 0.1%. Afterwards every message is accounted for exactly, every
-//! worker is alive, and the heap is back where it started.
+//! worker is alive, and memory (the shards' pools and the heap) is back
+//! where it started.
 #![cfg(not(zbmd_loom))]
 
 mod common;
@@ -130,6 +131,8 @@ fn a_million_messages_through_a_faulty_tree_all_accounted_for() {
         m.total(Counter::Restarts) == m.total(Counter::FaultsCrash)
     });
     let baseline = LIVE_BYTES.load(Ordering::Relaxed);
+    let pooled = |rt: &Runtime| rt.memory().iter().map(|p| p.in_use).sum::<usize>();
+    let pooled_baseline = pooled(&rt);
     let before = rt.metrics();
 
     send(&workers, MESSAGES);
@@ -160,6 +163,10 @@ fn a_million_messages_through_a_faulty_tree_all_accounted_for() {
     // took (some 10,000 mailboxes and cells) was given back, and nothing
     // grew with the number of messages or restarts. The slack (16 KiB of
     // 40 MiB) covers the few small buffers whose size follows a burst.
+    // The restarted workers' cells and mailboxes came from the shards'
+    // pools (a supervisor starts its children on its own shard), and went
+    // back: the pools hold as many blocks as before the run.
+    eventually("the pools back to their level", || pooled(&rt) == pooled_baseline);
     let grown = LIVE_BYTES.load(Ordering::Relaxed) - baseline;
     eprintln!("soak: heap {baseline} bytes before, {grown:+} after");
     assert!(grown.abs() < 16 * 1024, "heap grew by {grown} bytes over {baseline}");

@@ -22,6 +22,7 @@ use crate::error::SendError;
 use crate::runtime::Scheduler;
 use crate::sync::mpsc::{Envelope, Mailbox};
 use crate::sync::run_state::{Notify, RunState};
+use zbmd_alloc::RawSlot;
 
 /// What travels in the system lane: signals that user traffic cannot block.
 pub(crate) enum Signal<M> {
@@ -94,12 +95,18 @@ pub(crate) struct Header {
     registered: AtomicBool,
     /// Set once at spawn, before the header is shared; read-only afterwards.
     runnable: std::cell::Cell<Option<RunPtr>>,
+    /// The pool slot of the cell, when it came from a shard's pool: set at
+    /// spawn like `runnable`, taken once by whoever frees the dead cell.
+    cell_slot: std::cell::Cell<Option<RawSlot>>,
     pub(crate) sched: Arc<Scheduler>,
 }
 
-// SAFETY: `runnable` is the only field that is not `Sync`; it is written once
-// by the spawning thread before any other thread can reach the header (see
-// `Header::set_runnable`), and only read afterwards.
+// SAFETY: `runnable` and `cell_slot` are the only fields that are not
+// `Sync`. Both are written once by the spawning thread before any other
+// thread can reach the header (see `Header::set_cell`); afterwards
+// `runnable` is only read, and `cell_slot` is taken once, by the holder of
+// the dead actor's last token (`take_cell_slot`), when no other thread uses
+// the cell.
 unsafe impl Sync for Header {}
 
 impl Header {
@@ -119,6 +126,7 @@ impl Header {
             drain_lock: AtomicBool::new(false),
             registered: AtomicBool::new(false),
             runnable: std::cell::Cell::new(None),
+            cell_slot: std::cell::Cell::new(None),
             sched,
         }
     }
@@ -130,15 +138,26 @@ impl Header {
         self
     }
 
-    /// Records the cell to schedule.
+    /// Records the cell to schedule, and its pool slot if it has one.
     ///
     /// # Safety
     ///
     /// Must be called once, by the spawning thread, before the header is
     /// reachable from any other thread.
-    pub(crate) unsafe fn set_runnable(&self, ptr: RunPtr) {
-        debug_assert!(self.runnable.get().is_none(), "runnable set twice");
+    pub(crate) unsafe fn set_cell(&self, (ptr, slot): (RunPtr, Option<RawSlot>)) {
+        debug_assert!(self.runnable.get().is_none(), "cell set twice");
         self.runnable.set(Some(ptr));
+        self.cell_slot.set(slot);
+    }
+
+    /// Takes the cell's pool slot, to free the cell.
+    ///
+    /// # Safety
+    ///
+    /// Only the holder of the dead actor's last pointer to its cell may call
+    /// it (see `runtime::free_cell`).
+    pub(crate) unsafe fn take_cell_slot(&self) -> Option<RawSlot> {
+        self.cell_slot.take()
     }
 
     pub(crate) fn set_registered(&self) {

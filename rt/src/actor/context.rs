@@ -302,6 +302,24 @@ impl<'a, A: Actor> Context<'a, A> {
         }
     }
 
+    /// A message buffer of `len` bytes from this shard's memory pools
+    /// (contents unspecified): fill it, `freeze` it into a `SharedBuf` to
+    /// share it, and send either to any actor without copying a byte; it
+    /// goes home to this shard's pool when its last handle drops, wherever
+    /// that is. A full size class is `PoolExhausted`, never a heap
+    /// allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::BufferTooLarge`](zbmd_alloc::AllocError::BufferTooLarge)
+    /// beyond the largest class, `PoolExhausted` when its class is full.
+    pub fn alloc_buf(
+        &mut self,
+        len: usize,
+    ) -> Result<zbmd_alloc::PooledBuf, zbmd_alloc::AllocError> {
+        self.shard.pools().alloc_buf(len)
+    }
+
     /// Sets a timer on this shard and makes its [`TimerRef`].
     fn set_timer(
         &mut self,

@@ -160,6 +160,9 @@ pub struct MetricsSnapshot {
     /// The named fault sites of the active fault plan, with their counters
     /// (empty without one): see [`crate::fault::FaultInjector`].
     pub fault_sites: Vec<crate::fault::SiteCount>,
+    /// Every shard's memory pools: capacity, in use, high-water mark,
+    /// remote frees ([`zbmd_alloc::PoolStats`]).
+    pub pools: Vec<zbmd_alloc::PoolStats>,
 }
 
 impl MetricsSnapshot {
@@ -168,7 +171,7 @@ impl MetricsSnapshot {
         live_actors: usize,
     ) -> Self {
         let shards = counters.iter().map(|c| Counter::ALL.map(|counter| c.get(counter))).collect();
-        MetricsSnapshot { shards, live_actors, fault_sites: Vec::new() }
+        MetricsSnapshot { shards, live_actors, fault_sites: Vec::new(), pools: Vec::new() }
     }
 
     /// A counter's value on one shard (`shard == shards.len() - 1` is the
@@ -223,6 +226,7 @@ impl MetricsSnapshot {
         let _ = writeln!(out, "# TYPE zbmd_live_actors gauge");
         let _ = writeln!(out, "zbmd_live_actors {}", self.live_actors);
         self.write_fault_sites(&mut out);
+        out.push_str(&zbmd_alloc::to_prometheus(&self.pools));
         out
     }
 }

@@ -55,6 +55,7 @@ use blocking::BlockingPool;
 use local::LocalQueues;
 use scheduler::ShardShared;
 use shard::Shard;
+use zbmd_alloc::{PoolStats, RegionInfo, ShardPools, ShardPoolsBuilder};
 
 /// User mailbox capacity when none is given: a mailbox that holds more
 /// than a few hundred messages means its actor is behind, and backpressure
@@ -95,6 +96,22 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// bursts, small enough that the ring (256 submission and 512 completion
 /// entries, about 24 KiB) and the in-flight table cost little per shard.
 pub const DEFAULT_MAX_IO_IN_FLIGHT: usize = 256;
+/// The size classes of each shard's pools, as (block bytes, blocks): actor
+/// cells (256 B and 1 KiB), mailbox lanes (4 KiB: 256 small messages;
+/// 8 and 16 KiB: 128 system signals), message buffers and staging (64 KiB,
+/// 1 MiB). About 340 MiB of address space per shard, reserved at startup and
+/// backed by memory only as it is used (unless `prefault`): room for 16 Ki
+/// live actors spawned by each shard with default mailboxes.
+pub const DEFAULT_POOL_CLASSES: [(usize, usize); 7] = [
+    (256, 1 << 14),
+    (1 << 10, 1 << 14),
+    (4 << 10, 1 << 14),
+    (8 << 10, 1 << 14),
+    (16 << 10, 1 << 12),
+    (64 << 10, 1 << 8),
+    (1 << 20, 1 << 5),
+];
+
 /// The most shards a runtime may have (shard ids are 16-bit, and one id
 /// is reserved for the runtime itself).
 pub const MAX_SHARDS: usize = 1024;
@@ -121,6 +138,8 @@ pub(crate) struct Config {
     /// chose (always `Some` once the shards exist).
     pub(crate) io_backend: Option<IoBackendKind>,
     pub(crate) max_io_in_flight: usize,
+    /// Actors spawned on a shard take their cell and mailbox from its pools.
+    pub(crate) pool_actors: bool,
     /// The fault plan being injected (`crate::fault`), chosen by `build`.
     pub(crate) faults: Option<Arc<Injector>>,
 }
@@ -153,6 +172,7 @@ pub struct RuntimeBuilder {
     allowed: Option<CpuSet>,
     pin: bool,
     fault_plan: Option<FaultPlan>,
+    memory: ShardPoolsBuilder,
     config: Config,
 }
 
@@ -165,6 +185,7 @@ impl Default for RuntimeBuilder {
             allowed: None,
             pin: true,
             fault_plan: None,
+            memory: ShardPools::builder().classes(DEFAULT_POOL_CLASSES),
             config: Config {
                 node: 0,
                 shards: 0,
@@ -183,6 +204,7 @@ impl Default for RuntimeBuilder {
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 io_backend: None,
                 max_io_in_flight: DEFAULT_MAX_IO_IN_FLIGHT,
+                pool_actors: true,
                 faults: None,
             },
         }
@@ -311,6 +333,29 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Each shard's memory ([`DEFAULT_POOL_CLASSES`], hugepages where the
+    /// machine has them, no prefaulting, by default): size classes,
+    /// hugepage policy, prefaulting, extra room for typed pools. `build`
+    /// gives each shard its own set, bound to the NUMA node of its CPU when
+    /// shards are pinned (the builder's `shard` and `numa_node` are set per
+    /// shard), and fails
+    /// with [`RuntimeError::Memory`] when one cannot be reserved.
+    /// `docs/memory.md` describes what lives there.
+    pub fn memory(mut self, pools: ShardPoolsBuilder) -> Self {
+        self.memory = pools;
+        self
+    }
+
+    /// Whether actors spawned on a shard take their cell and mailbox lanes
+    /// from the shard's pools (default true). Off, every actor is made on
+    /// the heap, as those spawned from outside the runtime are: for
+    /// comparison (the spawn benchmark runs both), or to leave the pools to
+    /// message buffers alone.
+    pub fn pool_actors(mut self, on: bool) -> Self {
+        self.config.pool_actors = on;
+        self
+    }
+
     /// Places the shards, starts one thread per shard (pinned unless
     /// `pin(false)`), and returns the running runtime.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
@@ -334,7 +379,7 @@ impl RuntimeBuilder {
         // Detected once (and logged with its reason); every shard uses it.
         let io_backend = crate::io::detect(config.io_backend)?.kind;
         let config = Config { io_backend: Some(io_backend), ..config };
-        let (sched, shards) = assemble(config)?;
+        let (sched, shards) = assemble(config, &self.memory, &placement, self.pin)?;
         let mut threads = Vec::with_capacity(count);
         for (shard, place) in shards.into_iter().zip(&placement) {
             match start_shard(shard, *place, self.pin) {
@@ -380,13 +425,22 @@ fn validate(config: &Config) -> Result<(), RuntimeError> {
 }
 
 /// Builds the shared scheduler and each shard's private state.
-fn assemble(config: Config) -> Result<(Arc<Scheduler>, Vec<Shard>), RuntimeError> {
+fn assemble(
+    config: Config,
+    memory: &ShardPoolsBuilder,
+    placement: &[ShardPlacement],
+    pinned: bool,
+) -> Result<(Arc<Scheduler>, Vec<Shard>), RuntimeError> {
     let count = config.shards;
     let total_actors = count * config.max_actors_per_shard;
     let deque_capacity = config.max_actors_per_shard.min(1 << 14);
     let mut shared = Vec::with_capacity(count);
     let mut private = Vec::with_capacity(count);
-    for _ in 0..count {
+    for place in placement {
+        // Memory follows the shard's CPU when the shard stays on it; an
+        // unpinned shard (or a modelled machine) binds none.
+        let node = pinned.then_some(place.numa_node);
+        let pools = memory.clone().shard(place.shard).numa_node(node).build()?;
         let (worker, stealer) = deque::bounded(deque_capacity)?;
         let (parker, unparker) = park::pair();
         shared.push(ShardShared {
@@ -395,6 +449,7 @@ fn assemble(config: Config) -> Result<(Arc<Scheduler>, Vec<Shard>), RuntimeError
             unparker,
             sleeping: Default::default(),
             slots: scheduler::SlotTable::new(config.max_actors_per_shard)?,
+            pools,
         });
         private.push((worker, parker));
     }
@@ -594,7 +649,20 @@ impl Runtime {
             self.sched.live_actors.load(Ordering::Acquire),
         );
         snapshot.fault_sites = self.faults().site_counts();
+        snapshot.pools = self.memory();
         snapshot
+    }
+
+    /// Every shard's memory pools, shard by shard: capacity, in use,
+    /// high-water mark, remote frees.
+    pub fn memory(&self) -> Vec<PoolStats> {
+        self.sched.shards.iter().flat_map(|shard| shard.pools.stats()).collect()
+    }
+
+    /// Each shard's memory region (base address, length, page kind, NUMA
+    /// node), for registering it once with io_uring, CUDA or an RDMA NIC.
+    pub fn memory_regions(&self) -> Vec<RegionInfo> {
+        self.sched.shards.iter().map(|shard| shard.pools.region().info().clone()).collect()
     }
 
     /// The handle on the runtime's fault plan, for layers that inject their

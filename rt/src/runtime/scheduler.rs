@@ -18,11 +18,13 @@
 //! actor of the runtime can never be full: that is how the injection and
 //! overflow queues are sized.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
+use zbmd_alloc::{PoolBox, RawSlot, ShardPools};
 
 use super::ShardCtx;
 use super::blocking::BlockingPool;
@@ -31,13 +33,14 @@ use super::metrics::{Counter, Counters};
 use super::registry::Registry;
 use super::{Config, SpawnOptions};
 use crate::actor::{
-    Actor, ActorCell, ActorId, ActorRef, ExitReason, Header, MonitorRef, Pid, RunPtr, Shared,
-    SysSignal,
+    Actor, ActorCell, ActorId, ActorRef, ExitReason, Header, MonitorRef, Pid, RunPtr, Runnable,
+    Shared, Signal, SysSignal,
 };
 use crate::error::{RuntimeError, StartError};
+use crate::sync::BlockError;
 use crate::sync::deque::Stealer;
 use crate::sync::mpmc::MpmcQueue;
-use crate::sync::mpsc::Mailbox;
+use crate::sync::mpsc::{Mailbox, MpscQueue};
 use crate::sync::park::Unparker;
 
 /// One shard's slot table: which actors live in it, by slot.
@@ -80,6 +83,10 @@ pub(crate) struct ShardShared {
     /// True while the shard is parked or about to park.
     pub(crate) sleeping: CachePadded<AtomicBool>,
     pub(crate) slots: SlotTable,
+    /// The shard's memory (zbmd-alloc): only its thread allocates from it;
+    /// actor cells, mailboxes and message buffers made there come home to
+    /// it from wherever they are freed.
+    pub(crate) pools: ShardPools,
 }
 
 /// The runtime's shared state.
@@ -208,7 +215,7 @@ impl Scheduler {
             Err(reason) => {
                 // SAFETY: the cell is dead and was never queued; we hold the
                 // only pointer to it (as the shard does for a dead cell).
-                drop(unsafe { Box::from_raw(ptr.0.as_ptr()) });
+                unsafe { free_cell(ptr) };
                 Err(StartError::Init(reason))
             }
         }
@@ -236,15 +243,21 @@ impl Scheduler {
         let table = &self.shards[shard].slots;
         let limit = self.config.max_actors_per_shard;
         let slot = table.free.pop().ok_or(RuntimeError::ActorLimit { shard, limit })?;
-        let mailbox = Mailbox::with_capacity(
+        // On a shard thread the actor's memory comes from that shard's pools
+        // (whichever shard it will run on); from outside the runtime, from
+        // the heap: see `docs/memory.md`.
+        let pools = local::current_shard(self)
+            .filter(|_| self.config.pool_actors)
+            .map(|index| &self.shards[index].pools);
+        let capacities = (
             options.system_capacity.unwrap_or(self.config.system_capacity),
             options.mailbox_capacity.unwrap_or(self.config.mailbox_capacity),
         );
-        let mailbox = match mailbox {
+        let mailbox = match new_mailbox(pools, capacities) {
             Ok(mailbox) => mailbox,
             Err(error) => {
                 let _ = table.free.push(slot);
-                return Err(error.into());
+                return Err(error);
             }
         };
         let generation = table.generations[slot as usize].load(Ordering::Acquire);
@@ -252,12 +265,18 @@ impl Scheduler {
         let header = Header::new(id, actor.name(), options.pinned, self.clone())
             .with_fault_exempt(options.fault_exempt);
         let shared = Arc::new(Shared { header, mailbox });
-        let cell: Box<dyn crate::actor::Runnable> = Box::new(ActorCell::new(shared.clone(), actor));
-        let ptr = RunPtr(std::ptr::NonNull::from(Box::leak(cell)));
+        let cell = match new_cell(pools, ActorCell::new(shared.clone(), actor)) {
+            Ok(cell) => cell,
+            Err(error) => {
+                let _ = table.free.push(slot);
+                return Err(error);
+            }
+        };
+        let ptr = cell.0;
         // SAFETY: `shared` has not been handed to any other thread yet: the
-        // only other reference is inside the cell we just leaked, which no
+        // only other reference is inside the cell we just made, which no
         // queue holds until the caller enqueues it.
-        unsafe { shared.header.set_runnable(ptr) };
+        unsafe { shared.header.set_cell(cell) };
         let seq = self.next_spawn.fetch_add(1, Ordering::Relaxed);
         let pid = Pid { target: shared.clone() };
         *lock(&table.live[slot as usize]) = Some((seq, pid));
@@ -345,6 +364,68 @@ impl Scheduler {
             pause = (pause * 2).min(Duration::from_millis(5));
         }
         true
+    }
+}
+
+/// An actor's mailbox: both lanes in blocks of the spawning shard's pools,
+/// or on the heap from outside the runtime (or for a message type aligned
+/// beyond the pools' blocks).
+fn new_mailbox<M: Send + 'static>(
+    pools: Option<&ShardPools>,
+    (system, user): (usize, usize),
+) -> Result<Mailbox<Signal<M>, M>, RuntimeError> {
+    let Some(pools) = pools else {
+        return Ok(Mailbox::with_capacity(system, user)?);
+    };
+    let system_block = pools.alloc_buf(MpscQueue::<Signal<M>>::block_bytes(system))?;
+    let user_block = pools.alloc_buf(MpscQueue::<M>::block_bytes(user))?;
+    match Mailbox::in_blocks((system, system_block), (user, user_block)) {
+        Ok(mailbox) => Ok(mailbox),
+        Err(BlockError::Capacity(error)) => Err(error.into()),
+        Err(BlockError::Unfit) => Ok(Mailbox::with_capacity(system, user)?),
+    }
+}
+
+/// An actor's cell in a block of the spawning shard's pools (on the heap
+/// from outside the runtime, or for an actor larger than the largest
+/// class), with what frees it.
+fn new_cell<A: Actor>(
+    pools: Option<&ShardPools>,
+    cell: ActorCell<A>,
+) -> Result<(RunPtr, Option<RawSlot>), RuntimeError> {
+    let heap = |cell: ActorCell<A>| {
+        let cell: Box<dyn Runnable> = Box::new(cell);
+        (RunPtr(NonNull::from(Box::leak(cell))), None)
+    };
+    let Some(pools) = pools else {
+        return Ok(heap(cell));
+    };
+    if pools.class_for(std::mem::size_of::<ActorCell<A>>()).is_none() {
+        return Ok(heap(cell));
+    }
+    let pooled = pools.alloc_box(cell)?;
+    let pooled = PoolBox::unsize(pooled, |cell| cell as &mut dyn Runnable);
+    let (ptr, slot) = PoolBox::into_raw(pooled);
+    Ok((RunPtr(ptr), Some(slot)))
+}
+
+/// Frees a dead actor's cell: back to its pool, or to the heap.
+///
+/// # Safety
+///
+/// The actor is dead and `ptr` is the last pointer to its cell: no queue
+/// holds it and no sender will enqueue it again (senders enqueue only from
+/// IDLE).
+pub(crate) unsafe fn free_cell(ptr: RunPtr) {
+    // SAFETY: the cell is alive until freed below, and we hold its last
+    // pointer (function contract).
+    let slot = unsafe { ptr.0.as_ref().header().take_cell_slot() };
+    match slot {
+        // SAFETY: `ptr` and `slot` came from one `into_raw` in `new_cell`,
+        // and `take_cell_slot` hands the slot out once.
+        Some(slot) => drop(unsafe { PoolBox::from_raw(ptr.0, slot) }),
+        // SAFETY: without a slot, `new_cell` leaked a `Box`.
+        None => drop(unsafe { Box::from_raw(ptr.0.as_ptr()) }),
     }
 }
 

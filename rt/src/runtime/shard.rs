@@ -126,6 +126,11 @@ impl ShardCtx {
         self.timers.add(Instant::now() + delay, action)
     }
 
+    /// This shard's memory pools.
+    pub(crate) fn pools(&self) -> &zbmd_alloc::ShardPools {
+        &self.sched.shards[self.index].pools
+    }
+
     /// Removes a timer this shard set (see `Timers::remove`).
     pub(crate) fn remove_timer(&mut self, key: TimerKey) -> bool {
         self.timers.remove(key)
@@ -181,6 +186,21 @@ impl Shard {
     pub(crate) fn run(mut self) {
         let _guard = local::install(&self.queues);
         let _span = tracing::debug_span!("shard", index = self.ctx.index).entered();
+        let sched = self.ctx.sched.clone();
+        let pools = &sched.shards[self.ctx.index].pools;
+        // This thread is the one that allocates from the shard's pools.
+        if let Err(error) = pools.bind_current_thread() {
+            tracing::error!(shard = self.ctx.index, %error, "could not bind the shard's memory pools");
+        }
+        self.run_rounds();
+        // Hand the pools back so they can be dropped from any thread; what
+        // is still out comes home as remote frees.
+        if let Err(error) = pools.unbind_current_thread() {
+            tracing::error!(shard = self.ctx.index, %error, "could not unbind the shard's memory pools");
+        }
+    }
+
+    fn run_rounds(&mut self) {
         let mut idle_since: Option<Instant> = None;
         loop {
             self.clock = Instant::now();
@@ -217,6 +237,10 @@ impl Shard {
                 continue;
             }
             idle_since = None;
+            // Take back what other shards freed into our pools while we
+            // have nothing else to do (one swap per pool), so blocks are
+            // reused here and the pools' in-use figures are current.
+            let _ = self.ctx.pools().drain_remote();
             self.park();
         }
     }
@@ -241,11 +265,10 @@ impl Shard {
             TurnOutcome::Idle => {}
             TurnOutcome::Requeue => self.queues.push_here(ptr, pinned),
             TurnOutcome::Dead => {
-                // SAFETY: the cell was leaked from a `Box` at spawn; it is
-                // dead, so no queue holds it and no sender will enqueue it
-                // again (senders enqueue only from IDLE). We held the last
-                // pointer to it.
-                drop(unsafe { Box::from_raw(ptr.0.as_ptr()) });
+                // SAFETY: it is dead, so no queue holds it and no sender will
+                // enqueue it again (senders enqueue only from IDLE); we held
+                // the last pointer to it.
+                unsafe { super::scheduler::free_cell(ptr) };
             }
         }
         self.queues.flush();

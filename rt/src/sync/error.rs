@@ -67,3 +67,15 @@ pub(crate) fn check_capacity(requested: usize) -> Result<usize, CapacityError> {
         n => Ok(n),
     }
 }
+
+/// Why a queue could not be built in a block lent by a memory pool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The capacity itself is invalid.
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
+    /// The block is smaller than the queue's slots need, or not aligned for
+    /// them.
+    #[error("the pool's block is too small or misaligned for the queue's slots")]
+    Unfit,
+}

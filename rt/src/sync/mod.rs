@@ -26,4 +26,4 @@ pub mod park;
 pub mod run_state;
 pub mod spsc;
 
-pub use error::{CAPACITY_MAX, CapacityError, Full};
+pub use error::{BlockError, CAPACITY_MAX, CapacityError, Full};

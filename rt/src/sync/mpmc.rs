@@ -82,12 +82,14 @@
 //! the order it pushed them.
 
 use std::fmt;
-use std::mem::MaybeUninit;
+use std::mem::{self, ManuallyDrop, MaybeUninit};
+use std::ptr::NonNull;
 
 use crossbeam_utils::CachePadded;
 
-use super::error::{CapacityError, Full, check_capacity};
+use super::error::{BlockError, CapacityError, Full, check_capacity};
 use super::facade::{AtomicUsize, Ordering, UnsafeCell, fence, spin_hint};
+use zbmd_alloc::PooledBuf;
 
 /// The position arithmetic of a ring that holds exactly `capacity` elements:
 /// a position is `lap * one_lap + index`, with `index < capacity`.
@@ -173,6 +175,11 @@ pub(super) struct Slot<T> {
 }
 
 impl<T> Slot<T> {
+    /// A slot free for lap 0 of its position.
+    fn free(index: usize) -> Self {
+        Slot { stamp: AtomicUsize::new(index), value: UnsafeCell::new(MaybeUninit::uninit()) }
+    }
+
     /// Writes the value of a claimed push.
     ///
     /// # Safety
@@ -228,24 +235,69 @@ pub(super) struct Ring<T> {
     pub(super) tail: CachePadded<AtomicUsize>,
     pub(super) laps: Laps,
     /// `capacity` slots; slot `i` starts with stamp `i` (free for lap 0).
-    slots: Box<[Slot<T>]>,
+    slots: NonNull<[Slot<T>]>,
+    /// Who owns the memory behind `slots`.
+    storage: Storage,
+}
+
+/// Where a ring's slots live.
+enum Storage {
+    /// A `Box<[Slot<T>]>` of the ring's own (`slots` came from `Box::into_raw`).
+    Heap,
+    /// A block lent by a shard's pool (zbmd-alloc), which goes home when the
+    /// ring drops: no allocation after startup for an actor's mailbox.
+    Pooled(ManuallyDrop<PooledBuf>),
+}
+
+/// The bytes of a block that holds a ring of `capacity` slots of `T`.
+pub(crate) fn ring_bytes<T>(capacity: usize) -> usize {
+    capacity.saturating_mul(mem::size_of::<Slot<T>>())
 }
 
 impl<T> Ring<T> {
     pub(super) fn with_capacity(capacity: usize) -> Result<Self, CapacityError> {
         let capacity = check_capacity(capacity)?;
-        let slots = (0..capacity)
-            .map(|index| Slot {
-                stamp: AtomicUsize::new(index),
-                value: UnsafeCell::new(MaybeUninit::uninit()),
-            })
-            .collect();
-        Ok(Self {
+        let slots: Box<[Slot<T>]> = (0..capacity).map(Slot::free).collect();
+        Ok(Self::new(NonNull::from(Box::leak(slots)), Storage::Heap))
+    }
+
+    /// A ring of `capacity` slots written into `block`, which must hold
+    /// [`ring_bytes::<T>(capacity)`](ring_bytes) bytes aligned for the
+    /// slots; [`BlockError::Unfit`] (the block dropped, so back home) when
+    /// it does not.
+    pub(super) fn in_block(capacity: usize, block: PooledBuf) -> Result<Self, BlockError> {
+        let capacity = check_capacity(capacity).map_err(BlockError::Capacity)?;
+        let base = block.as_ptr() as *mut Slot<T>;
+        if block.capacity() < ring_bytes::<T>(capacity) || !base.is_aligned() {
+            return Err(BlockError::Unfit);
+        }
+        for index in 0..capacity {
+            // SAFETY: the block holds `capacity` slots at `base`, aligned
+            // (checked above), and nothing else uses it: it is ours until
+            // the ring drops.
+            unsafe { base.add(index).write(Slot::free(index)) };
+        }
+        let slots = std::ptr::slice_from_raw_parts_mut(base, capacity);
+        // SAFETY: `base` comes from a live block, so it is not null.
+        let slots = unsafe { NonNull::new_unchecked(slots) };
+        Ok(Self::new(slots, Storage::Pooled(ManuallyDrop::new(block))))
+    }
+
+    fn new(slots: NonNull<[Slot<T>]>, storage: Storage) -> Self {
+        Self {
             head: CachePadded::new(AtomicUsize::new(0)),
             tail: CachePadded::new(AtomicUsize::new(0)),
-            laps: Laps::new(capacity),
+            laps: Laps::new(slots.len()),
             slots,
-        })
+            storage,
+        }
+    }
+
+    #[inline(always)]
+    fn slots(&self) -> &[Slot<T>] {
+        // SAFETY: `slots` points at `capacity` initialised slots that live
+        // as long as the ring (its box or its block are released in drop).
+        unsafe { self.slots.as_ref() }
     }
 
     /// The slot of a position.
@@ -257,7 +309,7 @@ impl<T> Ring<T> {
             self.laps.index(position) < self.laps.capacity,
             "ring: position {position:#x} has no slot"
         );
-        &self.slots[self.laps.index(position)]
+        &self.slots()[self.laps.index(position)]
     }
 
     /// Pushes from any thread; see the module docs for the protocol.
@@ -351,6 +403,20 @@ impl<T> Drop for Ring<T> {
             drop(unsafe { slot.take() });
             position = self.laps.next(position);
             remaining -= 1;
+        }
+        match &mut self.storage {
+            // SAFETY: `slots` came from `Box::leak` of this very box, and
+            // nothing uses it after the ring.
+            Storage::Heap => drop(unsafe { Box::from_raw(self.slots.as_ptr()) }),
+            Storage::Pooled(block) => {
+                // SAFETY: the slots were written in place and are dropped
+                // once, here (their values are already moved out); then
+                // the block, untouched since, goes home.
+                unsafe {
+                    std::ptr::drop_in_place(self.slots.as_ptr());
+                    ManuallyDrop::drop(block);
+                }
+            }
         }
     }
 }
@@ -572,7 +638,7 @@ mod tests {
         queue.ring.head.store(start, Ordering::Relaxed);
         queue.ring.tail.store(start, Ordering::Relaxed);
         for index in 0..3 {
-            queue.ring.slots[index].stamp.store(start + index, Ordering::Relaxed);
+            queue.ring.slots()[index].stamp.store(start + index, Ordering::Relaxed);
         }
         for round in 0..4 {
             for i in 0..3 {

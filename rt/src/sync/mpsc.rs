@@ -71,9 +71,10 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
-use super::error::{CapacityError, Full};
+use super::error::{BlockError, CapacityError, Full};
 use super::facade::{Arc, Ordering};
-use super::mpmc::{Consumers, Ring};
+use super::mpmc::{Consumers, Ring, ring_bytes};
+use zbmd_alloc::PooledBuf;
 
 /// One bounded lane: many producers, one consumer.
 ///
@@ -111,6 +112,22 @@ impl<T> MpscQueue<T> {
     /// [`CAPACITY_MAX`](super::CAPACITY_MAX).
     pub fn with_capacity(capacity: usize) -> Result<Self, CapacityError> {
         Ok(Self { ring: Ring::with_capacity(capacity)? })
+    }
+
+    /// Creates a lane of `capacity` elements in a block lent by a memory
+    /// pool (at least [`MpscQueue::block_bytes`] bytes); the block goes home
+    /// when the lane drops.
+    ///
+    /// # Errors
+    ///
+    /// [`BlockError`] for a bad capacity or a block that does not fit.
+    pub fn in_block(capacity: usize, block: PooledBuf) -> Result<Self, BlockError> {
+        Ok(Self { ring: Ring::in_block(capacity, block)? })
+    }
+
+    /// The bytes a block must hold for a lane of `capacity` elements.
+    pub fn block_bytes(capacity: usize) -> usize {
+        ring_bytes::<T>(capacity)
     }
 
     /// Pushes an element from any thread, or hands it back in [`Full`] when
@@ -236,6 +253,22 @@ impl<S, U> Mailbox<S, U> {
         Ok(Self {
             system: MpscQueue::with_capacity(system_capacity)?,
             user: MpscQueue::with_capacity(user_capacity)?,
+        })
+    }
+
+    /// Creates a mailbox whose lanes live in blocks lent by a memory pool
+    /// (see [`MpscQueue::in_block`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BlockError`] for a bad capacity or a block that does not fit.
+    pub fn in_blocks(
+        system: (usize, PooledBuf),
+        user: (usize, PooledBuf),
+    ) -> Result<Self, BlockError> {
+        Ok(Self {
+            system: MpscQueue::in_block(system.0, system.1)?,
+            user: MpscQueue::in_block(user.0, user.1)?,
         })
     }
 
