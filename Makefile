@@ -60,6 +60,10 @@ bench:
 	$(CARGO) bench -p zbmd-benches --bench supervision --locked
 	benches/erlang/run_supervision.sh bench_results/supervision.erlang.jsonl
 	python3 benches/supervision_report.py
+	$(CARGO) bench -p zbmd-benches --bench behaviours --locked
+	python3 scripts/bench_report.py behaviours --ours gen_server
+	$(CARGO) bench -p zbmd-benches --bench alloc --locked
+	python3 scripts/bench_report.py alloc
 
 ## doc: API docs, warnings are errors
 doc:

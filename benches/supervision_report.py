@@ -60,7 +60,8 @@ NOTE = (
     "links to one plain child, traps exits and `start_link`s a fresh child itself when it dies: the "
     "floor of a restart without a supervisor. 2 shards (Erlang `+S 2:2 +sbt db`); the driver pinned "
     "to shard 0 (Erlang: bound to scheduler 1), the supervisor and children started on its "
-    "shard/scheduler, unpinned. Logging off on both sides."
+    "shard/scheduler; zbmd pins the supervisor there (it pins every supervisor), the children are "
+    "not pinned. Logging off on both sides."
 )
 
 

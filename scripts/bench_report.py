@@ -114,8 +114,11 @@ def load_group(criterion_dir: Path, group: str) -> list[Result]:
             continue
         bench = json.loads(bench_file.read_text())
         estimates = json.loads(estimates_file.read_text())
-        parts = [bench["group_id"], bench.get("function_id"), bench.get("value_str")]
-        parts = [p for p in parts if p is not None]
+        # A function id may itself be "case/impl" (BenchmarkGroup::bench_function
+        # with a path-like id) rather than a BenchmarkId's (function, value).
+        function = (bench.get("function_id") or "").split("/")
+        parts = [bench["group_id"], *function, bench.get("value_str")]
+        parts = [p for p in parts if p]
         median = estimates["median"]
         interval = median["confidence_interval"]
         throughput = bench.get("throughput") or {}

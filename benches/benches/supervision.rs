@@ -31,10 +31,10 @@
 //! driver is pinned to shard 0 (Erlang: bound to scheduler 1); it starts
 //! the supervisor with [`SupervisorSpec::start_link`], which spawns it on
 //! the driver's shard, and the supervisor starts its children on its own
-//! shard (OTP: both begin on the spawner's scheduler). Neither the
-//! supervisor nor its children are pinned (the supervisor API has no
-//! setting for the supervisor's own spawn options), so the idle shard may
-//! steal them, as BEAM's idle scheduler may migrate processes.
+//! shard (OTP: both begin on the spawner's scheduler). zbmd pins every
+//! supervisor to the shard it starts on; the children are not pinned, so
+//! the idle shard may steal them, as BEAM's idle scheduler may migrate
+//! processes.
 //!
 //! Logging is off on both sides: no `tracing` subscriber here (zbmd's
 //! "actor crashed" event goes nowhere), logger level `none` in Erlang
