@@ -760,6 +760,23 @@ fn backoff_spaces_restarts_out_and_still_restarts() {
     assert_eq!(log.count("start:a"), 4);
     assert_eq!(sup.count_children(T).unwrap().active, 1);
     rt.shutdown();
+
+    // A backoff of an hour: after the crash has been handled (its Down is
+    // sent after the exit signal, and the supervisor takes its signals
+    // before requests), the child is not running. Without backoff the
+    // restart happens while the exit is handled, so it would be.
+    let rt = runtime(2);
+    let a = worker("a", &log);
+    let ra = a.child_ref();
+    let hour = Duration::from_secs(3600);
+    let spec = SupervisorSpec::one_for_one().intensity(10, T).backoff(hour, hour).child(a);
+    let sup = Supervisor::start(&rt, spec).unwrap();
+    let watched = watch(&rt, ra.current().unwrap().pid());
+    ra.try_send(W::Crash).unwrap();
+    down(&watched);
+    assert_eq!(sup.count_children(T).unwrap().active, 0, "waiting out the backoff");
+    assert!(!ra.is_alive());
+    rt.shutdown();
 }
 
 #[test]

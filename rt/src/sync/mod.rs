@@ -8,7 +8,7 @@
 //! | [`mpmc`] | many producers, many consumers | Vyukov's bounded MPMC queue | global overflow, blocking hand-off |
 //! | [`deque`] | one owner, many thieves | Chase–Lev, bounded, with a steal claim | runnable actors, work stealing |
 //! | [`park`] | one sleeper, many wakers | futex (Linux) state machine | idle shards |
-//! | [`run_state`] | many notifiers, one runner | RMW-only state machine (tokio's task state) | scheduling an actor |
+//! | [`run_state`] | many notifiers, one runner | state machine with a SeqCst (Dekker) wake-up handshake against the mailbox | scheduling an actor |
 //!
 //! Every queue is bounded, with its capacity fixed at construction
 //! ([`CapacityError`] for a bad one), allocates nothing after construction,
