@@ -7,7 +7,7 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: test deps lint fmt unit loom memcheck bench doc clean
+.PHONY: test test-gpu deps lint fmt unit loom memcheck bench bench-gpu doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
 ## zbmd-alloc under valgrind, API docs
@@ -29,6 +29,16 @@ fmt:
 ## unit: unit, integration (property and stress) and doc tests, every feature on
 unit:
 	$(CARGO) test --workspace --all-features --locked
+
+## test-gpu: on a machine with an NVIDIA GPU (CUDA driver installed): every test,
+## including those marked `needs an NVIDIA GPU` (the CUDA conformance suite, NVRTC and
+## cuBLAS, the caching pool), then the GPU benchmarks (launch overhead on CUDA, Vulkan
+## and the CPU; GEMM on the CPU). It refuses to run where no NVIDIA driver answers,
+## so an ignored test is never counted as passed there.
+test-gpu: deps
+	@nvidia-smi -L || { echo "make test-gpu: no NVIDIA GPU here (nvidia-smi failed)" >&2; exit 1; }
+	$(CARGO) test -p zbmd-gpu --features cuda,vulkan --locked -- --include-ignored
+	$(MAKE) bench-gpu BENCH_FEATURES=cuda,vulkan
 
 ## loom: the loom models of every lock-free structure, release mode, preemption bound 2
 loom:
@@ -64,6 +74,15 @@ bench:
 	python3 scripts/bench_report.py behaviours --ours gen_server
 	$(CARGO) bench -p zbmd-benches --bench alloc --locked
 	python3 scripts/bench_report.py alloc
+	$(MAKE) bench-gpu
+
+## bench-gpu: kernel actors against direct device calls, GEMM through an actor against
+## the gemm crate and numpy (OpenBLAS), on every backend compiled in and present
+BENCH_FEATURES ?= vulkan
+bench-gpu:
+	$(CARGO) bench -p zbmd-benches --bench gpu --features $(BENCH_FEATURES) --locked
+	python3 scripts/bench_report.py gpu
+	benches/gemm_numpy.sh bench_results/gpu.numpy.json
 
 ## doc: API docs, warnings are errors
 doc:

@@ -19,6 +19,14 @@ PACKAGES=(
   pkg-config
   # `make memcheck`: zbmd-alloc's tests under valgrind memcheck.
   valgrind
+  # zbmd-gpu's `vulkan` feature runs its tests for real on Mesa's lavapipe
+  # (a CPU Vulkan driver): the loader and the drivers.
+  libvulkan1
+  mesa-vulkan-drivers
+  # zbmd-gpu's `rocm` feature builds against Debian's HIP 5.2 (headers and
+  # libamdhip64.so.5, which also holds hiprtc); with no AMD GPU it answers
+  # "no device". .cargo/config.toml points HIP_PATH at /usr.
+  libamdhip64-dev
 )
 
 # `--bench` adds what `make bench` needs beyond the tests: the Erlang/OTP

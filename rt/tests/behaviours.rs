@@ -874,6 +874,28 @@ fn a_failed_probe_reopens_the_breaker_for_a_new_open_timeout() {
     rt.shutdown();
 }
 
+/// `trip` opens a closed breaker at once, whatever its failure count, and
+/// gives an open one a fresh timeout.
+#[test]
+fn tripping_opens_the_breaker_now_and_restarts_its_timeout() {
+    let clock = Arc::new(ManualClock::new());
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(100)
+        .open_timeout(Duration::from_secs(5))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    breaker.trip();
+    assert_eq!(breaker.state(), BreakerState::Open);
+    clock.advance(Duration::from_secs(4));
+    breaker.trip();
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(breaker.state(), BreakerState::Open, "the second trip restarted the timeout");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(breaker.stats().opened, 1, "tripping an open breaker is no new opening");
+}
+
 /// Half-open lets at most `half_open_probes` calls through at once; the
 /// others fail fast until a probe finishes.
 #[test]

@@ -527,6 +527,20 @@ impl CircuitBreaker {
         result.map_err(CallError::Failed)
     }
 
+    /// Opens the breaker now, whatever its state: for a failure that
+    /// needs no second opinion (a lost device). An already open breaker
+    /// stays open for a fresh `open_timeout`.
+    pub fn trip(&self) {
+        let now = self.inner.clock.now();
+        let mut core = self.inner.lock();
+        self.inner.refresh(&mut core, now);
+        if core.state == BreakerState::Open {
+            core.open_until = now + self.inner.open_timeout;
+        } else {
+            self.inner.enter(&mut core, BreakerState::Open, now);
+        }
+    }
+
     /// The state now (an open breaker whose timeout has passed reports,
     /// and becomes, half-open).
     pub fn state(&self) -> BreakerState {

@@ -1,0 +1,3 @@
+//! Helpers shared by the backend integration tests.
+
+pub mod conformance;

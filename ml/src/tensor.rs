@@ -1,0 +1,561 @@
+//! Tensors and reverse-mode automatic differentiation.
+//!
+//! A [`Tensor`] is an n-dimensional array with a shape, strides and a storage
+//! dtype: computation is always in `f32`, while `f16` and `bf16` (through the
+//! `half` crate) exist as storage formats that [`Tensor::to_dtype`] converts
+//! to and from. Storage is a [`Storage`] enum whose one variant today is host
+//! memory, shared copy-on-write between views, so that device storage can be
+//! added beside it later.
+//!
+//! Differentiation is a tape ([`Graph`]): every operation on [`Var`]s records
+//! a node, and [`Graph::backward`] walks the tape in reverse, the classic
+//! reverse-mode scheme (Griewank and Walther, *Evaluating Derivatives*, 2008).
+//! Matrix products go through the `gemm` crate.
+
+mod graph;
+mod kernels;
+
+use std::sync::Arc;
+
+use half::{bf16, f16};
+
+use crate::rng::Rng;
+
+pub use graph::{Gradients, Graph, Var};
+pub use kernels::erf;
+
+/// Errors from tensor construction and tensor operations.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    /// Two operands' shapes are incompatible for an operation.
+    #[error("{op}: shapes {left:?} and {right:?} are incompatible")]
+    ShapeMismatch {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The first operand's shape.
+        left: Vec<usize>,
+        /// The second operand's shape.
+        right: Vec<usize>,
+    },
+    /// A buffer's length does not match the element count of the shape it was
+    /// given.
+    #[error("{op}: shape {shape:?} holds {expected} elements but {actual} were given")]
+    DataLength {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// Elements the shape holds.
+        expected: usize,
+        /// Elements supplied.
+        actual: usize,
+    },
+    /// An operand has the wrong number of dimensions.
+    #[error("{op}: needs a tensor of rank {expected}, got shape {shape:?}")]
+    Rank {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The rank the operation needs.
+        expected: usize,
+        /// The operand's shape.
+        shape: Vec<usize>,
+    },
+    /// An axis is out of range for a shape.
+    #[error("{op}: axis {axis} is out of range for shape {shape:?}")]
+    Axis {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The requested axis.
+        axis: usize,
+        /// The operand's shape.
+        shape: Vec<usize>,
+    },
+    /// An index is out of bounds.
+    #[error("{op}: index {index:?} is out of bounds for shape {shape:?}")]
+    Index {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The requested index.
+        index: Vec<usize>,
+        /// The indexed shape.
+        shape: Vec<usize>,
+    },
+    /// A class target or an embedding id is out of range.
+    #[error("{op}: entry {position} is {value}, outside 0..{bound}")]
+    OutOfRange {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// Position of the offending entry in the id or target list.
+        position: usize,
+        /// The offending value.
+        value: usize,
+        /// The exclusive upper bound (classes or table rows).
+        bound: usize,
+    },
+    /// An operation needs a one-element tensor (for example the loss passed to
+    /// `backward`).
+    #[error("{op}: needs a scalar (one element), got shape {shape:?}")]
+    NotScalar {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The operand's shape.
+        shape: Vec<usize>,
+    },
+    /// A [`Var`] from another graph, or from before [`Graph::clear`], was used.
+    #[error("{op}: variable #{index} belongs to another graph or to one that was cleared")]
+    ForeignVar {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The variable's index on its own tape.
+        index: usize,
+    },
+    /// An input value that must be a whole non-negative number was not.
+    #[error("{op}: entry {position} is {value}, not a non-negative whole number")]
+    NotAnIndex {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// Position of the offending entry.
+        position: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// A parameter of an operation is out of its valid range.
+    #[error("{op}: {what}")]
+    InvalidArgument {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// The storage format of a tensor's elements. Arithmetic is always `f32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE 754 single precision.
+    F32,
+    /// IEEE 754 half precision (storage only).
+    F16,
+    /// bfloat16 (storage only).
+    BF16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
+
+/// Host element buffers, one variant per [`DType`], shared between views.
+#[derive(Debug, Clone)]
+pub enum HostData {
+    /// `f32` elements.
+    F32(Arc<Vec<f32>>),
+    /// `f16` elements.
+    F16(Arc<Vec<f16>>),
+    /// `bf16` elements.
+    BF16(Arc<Vec<bf16>>),
+}
+
+impl HostData {
+    fn dtype(&self) -> DType {
+        match self {
+            HostData::F32(_) => DType::F32,
+            HostData::F16(_) => DType::F16,
+            HostData::BF16(_) => DType::BF16,
+        }
+    }
+
+    fn get(&self, at: usize) -> f32 {
+        match self {
+            HostData::F32(v) => v[at],
+            HostData::F16(v) => v[at].to_f32(),
+            HostData::BF16(v) => v[at].to_f32(),
+        }
+    }
+}
+
+/// Where a tensor's elements live. Only host memory today; device storage
+/// (zbmd-gpu buffers) joins as further variants.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Host memory.
+    Host(HostData),
+}
+
+/// An n-dimensional array: shape, strides (in elements), an offset into its
+/// storage, and the storage itself. Clones and views share storage; writes
+/// through [`Tensor::as_f32_slice_mut`] copy first when it is shared.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+    storage: Storage,
+}
+
+/// Row-major (C order) strides for `shape`.
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
+
+impl Tensor {
+    /// A tensor of `shape` from row-major `data`; the lengths must agree.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor, TensorError> {
+        let expected: usize = shape.iter().product();
+        if expected != data.len() {
+            return Err(TensorError::DataLength {
+                op: "from_vec",
+                shape: shape.to_vec(),
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Tensor::from_parts(HostData::F32(Arc::new(data)), shape))
+    }
+
+    fn from_parts(data: HostData, shape: &[usize]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+            storage: Storage::Host(data),
+        }
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        let numel = shape.iter().product();
+        Tensor::from_parts(HostData::F32(Arc::new(vec![value; numel])), shape)
+    }
+
+    /// A tensor of `shape` filled with zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// A one-element tensor of shape `[]`.
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor::full(&[], value)
+    }
+
+    /// Standard normal samples scaled by `std`, drawn in row-major order.
+    pub fn randn(shape: &[usize], std: f32, rng: &mut Rng) -> Tensor {
+        let numel = shape.iter().product();
+        let data = (0..numel).map(|_| rng.normal() * std).collect();
+        Tensor::from_parts(HostData::F32(Arc::new(data)), shape)
+    }
+
+    /// Uniform samples in `[low, high)`, drawn in row-major order.
+    pub fn uniform(shape: &[usize], low: f32, high: f32, rng: &mut Rng) -> Tensor {
+        let numel = shape.iter().product();
+        let data = (0..numel).map(|_| low + (high - low) * rng.next_f32()).collect();
+        Tensor::from_parts(HostData::F32(Arc::new(data)), shape)
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The strides, in elements.
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// The number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The storage dtype.
+    pub fn dtype(&self) -> DType {
+        match &self.storage {
+            Storage::Host(data) => data.dtype(),
+        }
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Whether the elements lie in row-major order with no gaps.
+    pub fn is_contiguous(&self) -> bool {
+        let want = contiguous_strides(&self.shape);
+        self.shape.iter().zip(self.strides.iter().zip(&want)).all(|(&n, (&s, &w))| n <= 1 || s == w)
+    }
+
+    fn host(&self) -> &HostData {
+        match &self.storage {
+            Storage::Host(data) => data,
+        }
+    }
+
+    /// Storage offset of each logical element, in row-major order.
+    fn for_each_offset(&self, mut visit: impl FnMut(usize)) {
+        let numel = self.numel();
+        if numel == 0 {
+            return;
+        }
+        let rank = self.shape.len();
+        let mut index = vec![0usize; rank];
+        let mut at = self.offset;
+        for _ in 0..numel {
+            visit(at);
+            for d in (0..rank).rev() {
+                index[d] += 1;
+                at += self.strides[d];
+                if index[d] < self.shape[d] {
+                    break;
+                }
+                at -= self.strides[d] * self.shape[d];
+                index[d] = 0;
+            }
+        }
+    }
+
+    /// The elements as `f32`, in row-major logical order.
+    pub fn to_vec_f32(&self) -> Vec<f32> {
+        if let Some(slice) = self.as_f32_slice() {
+            return slice.to_vec();
+        }
+        let host = self.host();
+        let mut out = Vec::with_capacity(self.numel());
+        self.for_each_offset(|at| out.push(host.get(at)));
+        out
+    }
+
+    /// The elements, when this is a contiguous `f32` tensor.
+    pub fn as_f32_slice(&self) -> Option<&[f32]> {
+        match self.host() {
+            HostData::F32(v) if self.is_contiguous() => {
+                Some(&v[self.offset..self.offset + self.numel()])
+            }
+            _ => None,
+        }
+    }
+
+    /// The elements for writing, when this is a contiguous `f32` tensor;
+    /// storage shared with another tensor is copied first.
+    pub fn as_f32_slice_mut(&mut self) -> Option<&mut [f32]> {
+        if !self.is_contiguous() {
+            return None;
+        }
+        let numel = self.numel();
+        let offset = self.offset;
+        match &mut self.storage {
+            Storage::Host(HostData::F32(v)) => Some(&mut Arc::make_mut(v)[offset..offset + numel]),
+            Storage::Host(_) => None,
+        }
+    }
+
+    /// A row-major `f32` copy (or this tensor, shared, if it already is one).
+    pub fn contiguous(&self) -> Tensor {
+        if self.dtype() == DType::F32 && self.is_contiguous() && self.offset == 0 {
+            return self.clone();
+        }
+        Tensor::from_parts(HostData::F32(Arc::new(self.to_vec_f32())), &self.shape)
+    }
+
+    /// The same elements with a new shape of equal element count. Shares
+    /// storage when contiguous, copies otherwise.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
+        let numel: usize = shape.iter().product();
+        if numel != self.numel() {
+            return Err(TensorError::ShapeMismatch {
+                op: "reshape",
+                left: self.shape.clone(),
+                right: shape.to_vec(),
+            });
+        }
+        let base = if self.is_contiguous() { self.clone() } else { self.contiguous() };
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: base.offset,
+            storage: base.storage,
+        })
+    }
+
+    /// The transpose of a 2-D tensor, as a view sharing storage.
+    pub fn transpose(&self) -> Result<Tensor, TensorError> {
+        if self.rank() != 2 {
+            return Err(TensorError::Rank {
+                op: "transpose",
+                expected: 2,
+                shape: self.shape.clone(),
+            });
+        }
+        Ok(Tensor {
+            shape: vec![self.shape[1], self.shape[0]],
+            strides: vec![self.strides[1], self.strides[0]],
+            offset: self.offset,
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// The element at `index` (one coordinate per dimension).
+    pub fn get(&self, index: &[usize]) -> Result<f32, TensorError> {
+        let in_bounds =
+            index.len() == self.rank() && index.iter().zip(&self.shape).all(|(i, n)| i < n);
+        if !in_bounds {
+            return Err(TensorError::Index {
+                op: "get",
+                index: index.to_vec(),
+                shape: self.shape.clone(),
+            });
+        }
+        let at = self.offset + index.iter().zip(&self.strides).map(|(i, s)| i * s).sum::<usize>();
+        Ok(self.host().get(at))
+    }
+
+    /// Sub-tensor `i` along the first dimension, as a view sharing storage.
+    pub fn select(&self, i: usize) -> Result<Tensor, TensorError> {
+        if self.rank() == 0 || i >= self.shape[0] {
+            return Err(TensorError::Index {
+                op: "select",
+                index: vec![i],
+                shape: self.shape.clone(),
+            });
+        }
+        Ok(Tensor {
+            shape: self.shape[1..].to_vec(),
+            strides: self.strides[1..].to_vec(),
+            offset: self.offset + i * self.strides[0],
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// A row-major copy stored as `dtype` (rounding to nearest for `f16` and
+    /// `bf16`).
+    pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        if dtype == self.dtype() && self.is_contiguous() {
+            return self.clone();
+        }
+        let values = self.to_vec_f32();
+        let data = match dtype {
+            DType::F32 => HostData::F32(Arc::new(values)),
+            DType::F16 => {
+                HostData::F16(Arc::new(values.iter().map(|&x| f16::from_f32(x)).collect()))
+            }
+            DType::BF16 => {
+                HostData::BF16(Arc::new(values.iter().map(|&x| bf16::from_f32(x)).collect()))
+            }
+        };
+        Tensor::from_parts(data, &self.shape)
+    }
+
+    /// A tensor of `shape` from little-endian element bytes of `dtype` (the
+    /// safetensors layout), converted to `f32`.
+    pub fn from_le_bytes(
+        bytes: &[u8],
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Tensor, TensorError> {
+        let expected: usize = shape.iter().product();
+        let size = dtype.size_bytes();
+        if bytes.len() != expected * size {
+            return Err(TensorError::DataLength {
+                op: "from_le_bytes",
+                shape: shape.to_vec(),
+                expected,
+                actual: bytes.len() / size,
+            });
+        }
+        let values: Vec<f32> = match dtype {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            DType::F16 => {
+                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            DType::BF16 => {
+                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+        };
+        Tensor::from_vec(values, shape)
+    }
+
+    /// The elements as little-endian bytes of the storage dtype, row-major.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let host = self.host();
+        let mut out = Vec::with_capacity(self.numel() * self.dtype().size_bytes());
+        self.for_each_offset(|at| match host {
+            HostData::F32(v) => out.extend_from_slice(&v[at].to_le_bytes()),
+            HostData::F16(v) => out.extend_from_slice(&v[at].to_le_bytes()),
+            HostData::BF16(v) => out.extend_from_slice(&v[at].to_le_bytes()),
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_vec_checks_the_length_and_names_the_shape() {
+        let err = Tensor::from_vec(vec![1.0; 5], &[2, 3]).unwrap_err();
+        assert_eq!(err.to_string(), "from_vec: shape [2, 3] holds 6 elements but 5 were given");
+    }
+
+    #[test]
+    fn transpose_is_a_view_and_contiguous_materialises_it() {
+        let t = Tensor::from_vec((0..6).map(|x| x as f32).collect(), &[2, 3]).unwrap();
+        let tt = t.transpose().unwrap();
+        assert_eq!(tt.shape(), &[3, 2]);
+        assert!(!tt.is_contiguous());
+        assert_eq!(tt.get(&[2, 1]).unwrap(), 5.0);
+        assert_eq!(tt.contiguous().as_f32_slice().unwrap(), &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(tt.reshape(&[6]).unwrap().to_vec_f32(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert!(t.reshape(&[4]).is_err());
+    }
+
+    #[test]
+    fn writes_copy_shared_storage() {
+        let a = Tensor::zeros(&[2, 2]);
+        let mut b = a.clone();
+        b.as_f32_slice_mut().unwrap()[0] = 7.0;
+        assert_eq!(a.get(&[0, 0]).unwrap(), 0.0);
+        assert_eq!(b.get(&[0, 0]).unwrap(), 7.0);
+    }
+
+    #[test]
+    fn half_precision_round_trips_representable_values() {
+        let t = Tensor::from_vec(vec![1.5, -2.25, 0.0, 1024.0], &[4]).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let h = t.to_dtype(dtype);
+            assert_eq!(h.dtype(), dtype);
+            assert_eq!(h.to_le_bytes().len(), 8);
+            assert_eq!(h.to_dtype(DType::F32).to_vec_f32(), t.to_vec_f32());
+            let back = Tensor::from_le_bytes(&h.to_le_bytes(), dtype, &[4]).unwrap();
+            assert_eq!(back.to_vec_f32(), t.to_vec_f32());
+        }
+        // bf16 keeps 8 mantissa bits: 1 + 2^-9 rounds to 1.
+        let fine = Tensor::from_vec(vec![1.0 + 1.0 / 512.0], &[1]).unwrap();
+        assert_eq!(fine.to_dtype(DType::BF16).to_vec_f32(), vec![1.0]);
+    }
+
+    #[test]
+    fn select_and_get_check_bounds() {
+        let t = Tensor::from_vec((0..6).map(|x| x as f32).collect(), &[3, 2]).unwrap();
+        assert_eq!(t.select(2).unwrap().to_vec_f32(), vec![4.0, 5.0]);
+        assert!(matches!(t.select(3), Err(TensorError::Index { .. })));
+        assert!(matches!(t.get(&[0, 2]), Err(TensorError::Index { .. })));
+    }
+}

@@ -1,0 +1,90 @@
+//! `zbmd-node`: what one node of a zbmd job runs (`srun zbmd-node ...`).
+//!
+//! - `zbmd-node info` prints the machine's topology as the runtime sees it
+//!   and every device of every backend, with its memory and capability,
+//!   and says why each absent backend is absent.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zbmd_gpu::{BackendStatus, detect_devices};
+use zbmd_rt::topology::Topology;
+
+#[derive(Parser)]
+#[command(name = "zbmd-node", version, about = "A node of a zbmd job")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the topology and every device found, and why a backend is absent.
+    Info,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Info => info(),
+    }
+}
+
+fn info() -> ExitCode {
+    match Topology::detect() {
+        Ok(topology) => {
+            println!("topology: {topology}");
+            for node in topology.numa_nodes() {
+                println!("  NUMA node {}: CPUs {}", node.id, node.cpus);
+            }
+        }
+        Err(error) => println!("topology: unknown ({error})"),
+    }
+    let detection = detect_devices();
+    if let Some(warning) = &detection.warning {
+        println!("warning: {warning}");
+    }
+    println!("devices (best first):");
+    for device in &detection.devices {
+        let info = device.info();
+        let free = device.memory().map_or_else(
+            |error| format!("free unknown: {error}"),
+            |memory| format!("{} free", gib(memory.free)),
+        );
+        println!(
+            "  {:<9} {}\n            memory {} ({free}), capability {}, {} threads per block{}",
+            info.id.to_string(),
+            info.name,
+            gib(info.memory_total),
+            info.capability,
+            info.max_block_threads,
+            if info.is_software { ", software" } else { "" },
+        );
+    }
+    println!("backends:");
+    for report in &detection.backends {
+        match &report.status {
+            BackendStatus::Available(count) => {
+                println!(
+                    "  {:<7} {count} device{}",
+                    report.backend.name(),
+                    if *count == 1 { "" } else { "s" }
+                )
+            }
+            BackendStatus::Absent(reason) => {
+                println!("  {:<7} absent: {reason}", report.backend.name())
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
