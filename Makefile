@@ -7,12 +7,17 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: test test-gpu deps lint fmt unit loom memcheck bench bench-gpu doc clean
+.PHONY: train test test-gpu deps lint fmt unit loom memcheck bench bench-gpu doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
 ## zbmd-alloc under valgrind, API docs
 test: deps lint unit loom memcheck doc
 	@echo "make test: all checks passed"
+
+## train: the main job: zbmd-node train on the embedded digits (an MLP under the
+## training supervisor; ARGS="--epochs 5 --faults model@10" passes options)
+train: deps
+	$(CARGO) run --release -p zbmd-tools --locked -- train $(ARGS)
 
 deps:
 	@scripts/install-deps.sh

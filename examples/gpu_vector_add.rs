@@ -1,8 +1,8 @@
 //! Adds two vectors on the best device this machine has, through a kernel
 //! actor under the GPU supervisor, and checks the result on the host.
 //!
-//! Run with `cargo run --example gpu_vector_add --features vulkan,cuda
-//! [elements]`; `ZBMD_GPU_BACKEND=cpu|vulkan|cuda|rocm` picks a backend.
+//! Run with `cargo run -p zbmd-gpu --example gpu_vector_add --features
+//! vulkan,cuda [elements]`; `ZBMD_GPU_BACKEND=cpu|vulkan|cuda|rocm` picks a backend.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +19,10 @@ fn main() {
             println!("{}: {reason}", report.backend);
         }
     }
-    let best = detection.best().clone();
+    let Some(best) = detection.best().cloned() else {
+        eprintln!("no device found (ZBMD_GPU_BACKEND selects a backend with none?)");
+        std::process::exit(1);
+    };
     println!("running on {} ({})", best.id(), best.info().name);
 
     let rt = Runtime::builder().build().expect("runtime");

@@ -53,9 +53,10 @@ pub struct Detection {
 }
 
 impl Detection {
-    /// The best device: the first one.
-    pub fn best(&self) -> &Arc<dyn Device> {
-        &self.devices[0]
+    /// The best device: the first one (none when `ZBMD_GPU_BACKEND`
+    /// selected a backend that found nothing).
+    pub fn best(&self) -> Option<&Arc<dyn Device>> {
+        self.devices.first()
     }
 
     /// The report of one backend.

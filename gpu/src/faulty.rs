@@ -16,7 +16,9 @@
 //! Plan sites are named `gpu.<operation>.<fault>`, e.g.
 //! `gpu.launch.device_lost`, `gpu.alloc.oom`, `gpu.sync.timeout`,
 //! `gpu.launch.ecc` (see [`site_name`]); `ZBMD_FAULT_INJECTION=seed=7,
-//! site:gpu.launch.device_lost=0.01` turns one on from the environment.
+//! site.gpu.launch.device_lost=0.01` turns one on from the environment, for
+//! devices wrapped with [`FaultyDevice::new`] and the runtime's injector
+//! (`FaultyDevice::new(device, &rt.faults())`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -158,6 +160,12 @@ impl FaultyDevice {
     /// Adds a rule (counted from the calls already made).
     pub fn add_rule(&self, rule: Rule) {
         self.rules.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(rule);
+    }
+
+    /// Makes the next call of `operation` fail with `fault`.
+    pub fn fail_next(&self, operation: Operation, fault: Fault) {
+        let next = self.calls[operation as usize].load(Ordering::Relaxed) + 1;
+        self.add_rule(Rule { operation, fault, trigger: Trigger::OnCall(next) });
     }
 
     /// The wrapped device.

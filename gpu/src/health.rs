@@ -8,16 +8,16 @@
 //! |-----------|-----------------------------|----------|----------------------|
 //! | closed    | fewer than `degraded_after` | healthy  | preferred            |
 //! | closed    | `degraded_after` or more    | degraded | if nothing healthy   |
-//! | half-open | (after `open_timeout`)      | degraded | one probe at a time  |
+//! | half-open | (after `open_timeout`)      | degraded | if nothing healthy   |
 //! | open      | —                           | critical | never                |
 //!
 //! The breaker opens ("trips") on any device-class error (lost device,
 //! ECC, a driver error: see [`ErrorClass::Device`]), on `critical_after`
 //! errors within the window, or when the driver says the device is
 //! unresponsive. Out-of-memory and bad requests are not the device's
-//! fault and are not counted. After `open_timeout` the breaker lets one
-//! actor be placed on the device as a probe: a job that succeeds there
-//! closes it, a failure opens it again.
+//! fault and are not counted. After `open_timeout` the breaker is
+//! half-open: actors may be placed on the device again (after healthy
+//! devices); a job that succeeds there closes it, a failure opens it again.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -182,8 +182,6 @@ impl DeviceHealth {
                 tracing::warn!(device = %self.id(), %error, "device is critical: no more work goes there");
             }
             self.breaker.trip();
-        } else if let Ok(permit) = self.breaker.try_acquire() {
-            permit.failure();
         }
         self.health()
     }
@@ -280,9 +278,9 @@ impl HealthRegistry {
     }
 
     /// Picks a device for a new kernel actor: the first healthy device with
-    /// the fewest actors, else a degraded one; never a critical one, nor
-    /// `avoid` (the device an actor is leaving) while another will do.
-    pub fn place(&self, avoid: Option<DeviceId>) -> Option<Placement> {
+    /// the fewest actors, else a degraded one; never a critical one, nor one
+    /// in `avoid` (devices an actor could not open) while another will do.
+    pub fn place(&self, avoid: &[DeviceId]) -> Option<Placement> {
         let candidates = || {
             self.devices
                 .iter()
@@ -291,7 +289,7 @@ impl HealthRegistry {
         };
         let best = |avoiding: bool| {
             candidates()
-                .filter(|(_, device)| !(avoiding && Some(device.id()) == avoid))
+                .filter(|(_, device)| !(avoiding && avoid.contains(&device.id())))
                 .min_by_key(|(index, device)| (device.health(), device.placed(), *index))
                 .map(|(index, device)| (index, device.clone()))
         };
@@ -423,25 +421,25 @@ mod tests {
     #[test]
     fn one_device_error_makes_critical_and_placement_avoids_it() {
         let devices = registry(2, HealthPolicy::default());
-        let first = devices.place(None).unwrap();
+        let first = devices.place(&[]).unwrap();
         assert_eq!(first.index(), 0, "the first healthy device is preferred");
         devices.devices()[0].record_error(&error(0, ErrorClass::Device));
         assert_eq!(devices.devices()[0].health(), Health::Critical);
         for _ in 0..3 {
-            assert_eq!(devices.place(None).unwrap().index(), 1);
+            assert_eq!(devices.place(&[]).unwrap().index(), 1);
         }
         devices.devices()[1].record_error(&error(1, ErrorClass::Device));
-        assert!(devices.place(None).is_none(), "nothing is placed on critical devices");
+        assert!(devices.place(&[]).is_none(), "nothing is placed on critical devices");
     }
 
     #[test]
     fn placement_spreads_actors_and_steps_off_the_device_it_leaves() {
         let devices = registry(2, HealthPolicy::default());
-        let a = devices.place(None).unwrap();
-        let b = devices.place(None).unwrap();
+        let a = devices.place(&[]).unwrap();
+        let b = devices.place(&[]).unwrap();
         assert_eq!((a.index(), b.index()), (0, 1), "fewest actors first");
         drop(b);
-        let away = devices.place(Some(devices.devices()[0].id())).unwrap();
+        let away = devices.place(&[devices.devices()[0].id()]).unwrap();
         assert_eq!(away.index(), 1);
         assert!(devices.prometheus().contains("zbmd_gpu_device_actors{device=\"cpu:0\"} 1"));
     }

@@ -368,61 +368,62 @@ pub enum KernelMsg {
         /// Transient failures so far.
         attempt: u32,
         /// Where the result goes.
-        reply: ReplyTo<Result<Vec<f32>, JobError>>,
+        reply: JobReply,
     },
     /// Leave the device if it has gone critical (from the health monitor).
     Migrate,
+    /// A job run on a blocking thread is done (sent by the actor to itself).
+    Done(Completed),
 }
 
+/// Where a job's result goes.
+pub type JobReply = ReplyTo<Result<Vec<f32>, JobError>>;
+
+/// A job that ran on a blocking thread, with the executor it borrowed.
+pub struct Completed {
+    executor: Executor,
+    job: Job,
+    attempt: u32,
+    reply: JobReply,
+    out: Vec<f32>,
+    result: Result<(), GpuError>,
+}
+
+/// Jobs a kernel actor holds while its executor is busy on a blocking
+/// thread; past this a job is answered `Busy`.
+pub const MAX_WAITING_JOBS: usize = 1024;
+
 /// Owns one device placement and one stream; runs jobs sent to it.
+///
+/// On the CPU backend a job runs on the actor's shard (CPU kernels are Rust
+/// functions run by the shards). On a GPU the actor lends its executor to
+/// one of the runtime's blocking threads for the upload, launch and the
+/// wait for the result, so the shard keeps running other actors; jobs that
+/// arrive meanwhile wait in the actor, in order.
 struct KernelActor {
     slot: usize,
     shared: Arc<Shared>,
-    placed: Option<(Placement, Executor)>,
+    placement: Option<Placement>,
+    /// None while lent to a blocking thread.
+    executor: Option<Executor>,
+    /// Jobs (with their transient-failure counts) waiting for the executor.
+    waiting: std::collections::VecDeque<(Job, u32, JobReply)>,
 }
 
 impl KernelActor {
     fn device_id(&self) -> Option<DeviceId> {
-        self.placed.as_ref().map(|(placement, _)| placement.health().id())
-    }
-}
-
-impl Actor for KernelActor {
-    type Msg = KernelMsg;
-
-    fn started(&mut self, _: &mut Context<'_, Self>) -> Result<(), ActorError> {
-        // Try devices in placement order until one opens; each failure makes
-        // that device less preferred (or critical) for the next try.
-        let mut last = String::from("every device is critical");
-        for _ in 0..self.shared.registry.devices().len() {
-            let Some(placement) = self.shared.registry.place(None) else { break };
-            match Executor::open(placement.health().device().clone()) {
-                Ok(executor) => {
-                    let device = placement.health().id();
-                    tracing::debug!(slot = self.slot, %device, "kernel actor placed");
-                    self.shared.set_current(self.slot, Some(device));
-                    self.placed = Some((placement, executor));
-                    return Ok(());
-                }
-                Err(error) => {
-                    placement.health().record_error(&error);
-                    last = error.to_string();
-                }
-            }
-        }
-        Err(ActorError::msg(format!("kernel actor {}: no device to run on: {last}", self.slot)))
+        self.placement.as_ref().map(|placement| placement.health().id())
     }
 
-    fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: KernelMsg) -> Result<(), ActorError> {
-        let (placement, executor) = self.placed.as_mut().expect("placed in started");
-        let health = placement.health().clone();
-        let (job, attempt, reply) = match msg {
-            KernelMsg::Migrate if health.health() == Health::Critical => {
-                return Err(ActorError::msg(format!("leaving critical device {}", health.id())));
-            }
-            KernelMsg::Migrate => return Ok(()),
-            KernelMsg::Run { job, attempt, reply } => (job, attempt, reply),
-        };
+    /// Runs `job` inline (CPU) or on a blocking thread (GPU).
+    fn start(
+        &mut self,
+        ctx: &mut Context<'_, Self>,
+        job: Job,
+        attempt: u32,
+        reply: JobReply,
+    ) -> Result<(), ActorError> {
+        let health = self.placement.as_ref().expect("placed in started").health().clone();
         if health.health() == Health::Critical {
             // Another actor's failure (or a probe) condemned this device:
             // hand the job back and move.
@@ -431,15 +432,34 @@ impl Actor for KernelActor {
             reply.reply(Err(JobError::DeviceFailed { device: health.id(), error }));
             return Err(ActorError::msg(format!("leaving critical device {}", health.id())));
         }
-        let mut out = Vec::new();
-        let mut result = executor.run(&job, &mut out);
-        if let Err(error) = &result {
-            if error.class() == ErrorClass::OutOfMemory {
-                // Our cached buffers may be what fills the device.
-                executor.release_scratch();
-                result = executor.run(&job, &mut out);
-            }
+        let mut executor = self.executor.take().expect("start is called with the executor home");
+        if health.id().backend == crate::device::BackendKind::Cpu {
+            let mut out = Vec::new();
+            let result = run_job(&mut executor, &job, &mut out);
+            self.executor = Some(executor);
+            return self.finish(ctx, job, attempt, reply, out, result);
         }
+        let work = move || {
+            let mut out = Vec::new();
+            let result = run_job(&mut executor, &job, &mut out);
+            Completed { executor, job, attempt, reply, out, result }
+        };
+        ctx.spawn_blocking(work, KernelMsg::Done).map_err(|error| {
+            ActorError::msg(format!("kernel actor {}: no blocking thread: {error}", self.slot))
+        })
+    }
+
+    /// Answers a finished job, or retries it, or crashes on a device error.
+    fn finish(
+        &mut self,
+        ctx: &mut Context<'_, Self>,
+        job: Job,
+        attempt: u32,
+        reply: JobReply,
+        out: Vec<f32>,
+        result: Result<(), GpuError>,
+    ) -> Result<(), ActorError> {
+        let health = self.placement.as_ref().expect("placed in started").health().clone();
         let Err(error) = result else {
             health.record_success();
             self.shared.jobs.fetch_add(1, Ordering::Relaxed);
@@ -476,6 +496,92 @@ impl Actor for KernelActor {
             }
         }
     }
+}
+
+/// Runs a job, freeing the executor's cached buffers and trying once more
+/// if the device is out of memory (they may be what fills it).
+fn run_job(executor: &mut Executor, job: &Job, out: &mut Vec<f32>) -> Result<(), GpuError> {
+    match executor.run(job, out) {
+        Err(error) if error.class() == ErrorClass::OutOfMemory => {
+            executor.release_scratch();
+            executor.run(job, out)
+        }
+        result => result,
+    }
+}
+
+impl Actor for KernelActor {
+    type Msg = KernelMsg;
+
+    fn started(&mut self, _: &mut Context<'_, Self>) -> Result<(), ActorError> {
+        // Try devices in placement order until one opens; each failure makes
+        // that device less preferred (or critical) for the next try.
+        let mut last = String::from("every device is critical");
+        let mut tried = Vec::new();
+        for _ in 0..self.shared.registry.devices().len() {
+            let Some(placement) = self.shared.registry.place(&tried) else { break };
+            if tried.contains(&placement.health().id()) {
+                break; // every device left has been tried
+            }
+            match Executor::open(placement.health().device().clone()) {
+                Ok(executor) => {
+                    let device = placement.health().id();
+                    tracing::debug!(slot = self.slot, %device, "kernel actor placed");
+                    self.shared.set_current(self.slot, Some(device));
+                    self.placement = Some(placement);
+                    self.executor = Some(executor);
+                    return Ok(());
+                }
+                Err(error) => {
+                    placement.health().record_error(&error);
+                    tried.push(placement.health().id());
+                    last = error.to_string();
+                }
+            }
+        }
+        Err(ActorError::msg(format!("kernel actor {}: no device to run on: {last}", self.slot)))
+    }
+
+    fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: KernelMsg) -> Result<(), ActorError> {
+        match msg {
+            KernelMsg::Migrate => {
+                let health = self.placement.as_ref().expect("placed in started").health().clone();
+                if health.health() == Health::Critical {
+                    return Err(ActorError::msg(format!(
+                        "leaving critical device {}",
+                        health.id()
+                    )));
+                }
+                Ok(())
+            }
+            KernelMsg::Run { job, attempt, reply } if self.executor.is_some() => {
+                self.start(ctx, job, attempt, reply)
+            }
+            KernelMsg::Run { job, attempt, reply } => {
+                if self.waiting.len() >= MAX_WAITING_JOBS {
+                    let device = self.device_id().expect("placed in started");
+                    let detail =
+                        format!("{MAX_WAITING_JOBS} jobs already wait for this kernel actor");
+                    reply.reply(Err(JobError::Gpu(GpuError::Busy { device, detail })));
+                } else {
+                    self.waiting.push_back((job, attempt, reply));
+                }
+                Ok(())
+            }
+            KernelMsg::Done(done) => {
+                let Completed { executor, job, attempt, reply, out, result } = done;
+                self.executor = Some(executor);
+                self.finish(ctx, job, attempt, reply, out, result)?;
+                // The next waiting job, if the executor is still home (a
+                // CPU job finishes inline; a GPU job lends it out again).
+                while self.executor.is_some() {
+                    let Some((job, attempt, reply)) = self.waiting.pop_front() else { break };
+                    self.start(ctx, job, attempt, reply)?;
+                }
+                Ok(())
+            }
+        }
+    }
 
     fn stopping(&mut self, _: &mut Context<'_, Self>, reason: &ExitReason) {
         if let Some(device) = self.device_id() {
@@ -484,7 +590,10 @@ impl Actor for KernelActor {
         self.shared.set_current(self.slot, None);
         // Dropping the executor frees its buffers and stream (best effort on
         // a failed device), and dropping the placement releases its place.
-        self.placed = None;
+        // Waiting jobs' callers hear `Dropped` and send them again.
+        self.executor = None;
+        self.placement = None;
+        self.waiting.clear();
     }
 }
 
@@ -598,7 +707,9 @@ impl GpuPoolBuilder {
                 ChildSpec::worker(format!("kernel-{slot}"), move || KernelActor {
                     slot,
                     shared: shared.clone(),
-                    placed: None,
+                    placement: None,
+                    executor: None,
+                    waiting: Default::default(),
                 })
             })
             .collect();

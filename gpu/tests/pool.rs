@@ -297,3 +297,31 @@ fn a_job_whose_vulkan_device_dies_completes_on_the_cpu() {
     pool.shutdown();
     rt.shutdown();
 }
+
+/// On a GPU backend the actor lends its executor to a blocking thread;
+/// jobs that arrive meanwhile wait in the actor, in order, and all complete.
+#[cfg(feature = "vulkan")]
+#[test]
+fn concurrent_jobs_on_a_vulkan_actor_all_complete_correctly() {
+    use zbmd_gpu::vulkan::{VulkanConfig, VulkanDevice};
+    let rt = runtime();
+    let vulkan: Arc<dyn Device> =
+        Arc::new(VulkanDevice::open(0, VulkanConfig::default()).expect("a Vulkan device"));
+    let pool = Arc::new(GpuPool::builder(vec![vulkan]).actors(1).start(&rt).unwrap());
+    let callers: Vec<_> = (0..4)
+        .map(|caller| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for round in 0..10 {
+                    let (job, expected) = vector_add(1000 + 97 * caller + round);
+                    assert_eq!(pool.run(job).unwrap(), expected);
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().expect("a caller");
+    }
+    assert_eq!(pool.stats().jobs, 40);
+    rt.shutdown();
+}

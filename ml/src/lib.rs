@@ -7,3 +7,4 @@ pub mod nn;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;

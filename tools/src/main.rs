@@ -3,12 +3,21 @@
 //! - `zbmd-node info` prints the machine's topology as the runtime sees it
 //!   and every device of every backend, with its memory and capability,
 //!   and says why each absent backend is absent.
+//! - `zbmd-node train` trains a model under supervision (by default an MLP
+//!   on the embedded digits) and reports its held-out accuracy; see
+//!   `zbmd-node train --help`. Exit codes: 0 success, 2 a bad argument or
+//!   configuration, 1 a run that failed.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use zbmd_gpu::{BackendStatus, detect_devices};
 use zbmd_rt::topology::Topology;
+
+mod plot;
+mod progress;
+mod train;
 
 #[derive(Parser)]
 #[command(name = "zbmd-node", version, about = "A node of a zbmd job")]
@@ -21,18 +30,31 @@ struct Cli {
 enum Command {
     /// Print the topology and every device found, and why a backend is absent.
     Info,
+    /// Train a model under supervision and report its held-out accuracy.
+    Train(Box<train::TrainArgs>),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `train` reports every crash and recovery itself (as log lines or
+    // JSON), so the runtime's own warnings about them would only repeat
+    // those and break the progress bar: it logs errors only unless RUST_LOG
+    // says otherwise.
+    let default_filter = match cli.command {
+        Command::Info => "warn",
+        Command::Train(_) => "error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Info => info(),
+        Command::Train(args) => train::run(*args),
     }
 }
 

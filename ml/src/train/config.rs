@@ -1,0 +1,228 @@
+//! What a training run is told: model, data, optimization, checkpoints and
+//! faults. Serde-readable, so a TOML file holds the same settings as the
+//! command line.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::optim::{LrSchedule, OptimizerConfig, SgdConfig};
+
+/// Where the training data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DataSource {
+    /// The embedded UCI digits (1,797 8×8 images, 10 classes), pixels
+    /// scaled to [0, 1].
+    Digits,
+    /// A CSV file: one row per example, the label in the last column, pixels
+    /// or features in the others (scaled by `scale`).
+    Csv {
+        /// The file (`.gz` or plain).
+        path: PathBuf,
+        /// Each feature is divided by this (1 leaves them).
+        #[serde(default = "one")]
+        scale: f32,
+    },
+    /// IDX files (the MNIST format), features divided by 255.
+    Idx {
+        /// The images file.
+        images: PathBuf,
+        /// The labels file.
+        labels: PathBuf,
+    },
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// Where a fault is injected during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultTarget {
+    /// The model actor crashes in the middle of a step.
+    Model,
+    /// The optimizer actor crashes before applying a step.
+    Optimizer,
+    /// The data loader actor crashes while producing a batch.
+    Loader,
+    /// The checkpointer crashes while writing.
+    Checkpointer,
+    /// The model's device is lost (the model actor moves to another device).
+    DeviceLost,
+    /// The model's device runs out of memory (the micro-batch is halved).
+    DeviceOom,
+}
+
+impl FaultTarget {
+    /// Every target.
+    pub const ALL: [FaultTarget; 6] = [
+        FaultTarget::Model,
+        FaultTarget::Optimizer,
+        FaultTarget::Loader,
+        FaultTarget::Checkpointer,
+        FaultTarget::DeviceLost,
+        FaultTarget::DeviceOom,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultTarget::Model => "model",
+            FaultTarget::Optimizer => "optimizer",
+            FaultTarget::Loader => "loader",
+            FaultTarget::Checkpointer => "checkpointer",
+            FaultTarget::DeviceLost => "device_lost",
+            FaultTarget::DeviceOom => "device_oom",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(name: &str) -> Option<FaultTarget> {
+        FaultTarget::ALL.into_iter().find(|target| target.name() == name.trim())
+    }
+}
+
+/// Faults to inject: each `(target, step)` fires once, when that step is
+/// first attempted (a step retried after recovery runs clean). Steps count
+/// from 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSchedule {
+    /// The faults, in any order.
+    pub at: Vec<(FaultTarget, u64)>,
+}
+
+impl FaultSchedule {
+    /// Parses `model@10,optimizer@25,device_lost@40` (targets as
+    /// [`FaultTarget::name`] spells them, `@` the step).
+    pub fn parse(text: &str) -> Result<FaultSchedule, String> {
+        let mut at = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            let (target, step) = item
+                .split_once('@')
+                .ok_or_else(|| format!("fault {item:?}: expected TARGET@STEP, e.g. model@10"))?;
+            let target = FaultTarget::parse(target).ok_or_else(|| {
+                let names: Vec<&str> = FaultTarget::ALL.iter().map(|t| t.name()).collect();
+                format!("fault {item:?}: unknown target {target:?} (one of {})", names.join(", "))
+            })?;
+            let step =
+                step.trim().parse::<u64>().ok().filter(|&step| step > 0).ok_or_else(|| {
+                    format!("fault {item:?}: the step must be a positive integer")
+                })?;
+            at.push((target, step));
+        }
+        Ok(FaultSchedule { at })
+    }
+}
+
+/// Everything a training run needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The model: a `[in, hidden..., out]` spec, or a TOML file's path
+    /// (`model = "model.toml"`, see [`crate::nn::Sequential::from_toml`]).
+    pub model: String,
+    /// The data.
+    pub data: DataSource,
+    /// Fraction of the data held out for the accuracy figure.
+    pub test_fraction: f64,
+    /// Passes over the training set.
+    pub epochs: u64,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// The smallest unit gradients are computed over: a micro-batch is a
+    /// whole number of these, so halving the micro-batch (after an
+    /// out-of-memory) leaves every step's result bit-identical as long as
+    /// the micro-batch stays a multiple of it. `0` means the whole batch
+    /// (fastest; a halved micro-batch then changes rounding).
+    pub grad_chunk: usize,
+    /// The optimizer and its settings.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule; `None` keeps the optimizer's own rate.
+    pub schedule: Option<LrSchedule>,
+    /// Seeds initialisation, shuffling, the split and dropout.
+    pub seed: u64,
+    /// `cpu`, `vulkan`, `cuda` or `rocm`: the backend whose devices the model
+    /// actor may use (`None`: every device found, best first).
+    pub backend: Option<String>,
+    /// Where checkpoints go (`None`: no checkpoints on disk).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Steps between checkpoints on disk.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// Steps between in-memory snapshots (recovery from a crash replays at
+    /// most this many steps, without reading the disk).
+    pub snapshot_every: u64,
+    /// Resume from the newest valid checkpoint in `checkpoint_dir`.
+    pub resume: bool,
+    /// Faults to inject.
+    pub faults: FaultSchedule,
+    /// Writes the final parameters here (safetensors, PyTorch names).
+    pub save_params: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: "[64, 128, 10]".into(),
+            data: DataSource::Digits,
+            test_fraction: 0.2,
+            epochs: 20,
+            batch_size: 64,
+            grad_chunk: 0,
+            optimizer: OptimizerConfig::Sgd(SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                ..SgdConfig::default()
+            }),
+            schedule: None,
+            seed: 42,
+            backend: None,
+            checkpoint_dir: None,
+            checkpoint_every: 100,
+            keep_checkpoints: 3,
+            snapshot_every: 1,
+            resume: false,
+            faults: FaultSchedule::default(),
+            save_params: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file of these settings (any left out keep their default).
+    pub fn from_toml(text: &str) -> Result<TrainConfig, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// Checks the settings make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("epochs and batch_size must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            return Err(format!("test_fraction must be in [0, 1), is {}", self.test_fraction));
+        }
+        if self.grad_chunk > 0 && self.batch_size % self.grad_chunk != 0 {
+            return Err(format!(
+                "batch_size ({}) must be a multiple of grad_chunk ({})",
+                self.batch_size, self.grad_chunk
+            ));
+        }
+        if self.snapshot_every == 0 || self.checkpoint_every == 0 || self.keep_checkpoints == 0 {
+            return Err(
+                "snapshot_every, checkpoint_every and keep_checkpoints must be at least 1".into()
+            );
+        }
+        if self.resume && self.checkpoint_dir.is_none() {
+            return Err("resume needs a checkpoint_dir".into());
+        }
+        if let Some(schedule) = &self.schedule {
+            schedule.validate().map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,574 @@
+//! Training under supervision: a run that survives crashes and device
+//! faults without losing or repeating a step.
+//!
+//! ```text
+//!                    training supervisor (rest_for_one)
+//!      ┌──────────────┬────────────┬─────────────┬──────────────┐
+//!    model         optimizer    data loader   checkpointer    metrics
+//!  (gradients on   (parameters,  (batches,     (atomic files   (the loss
+//!   a device)       its state)    position)     on disk)        curve)
+//!          ▲  driver: one step = batch → gradients → update → snapshot
+//! ```
+//!
+//! The driver ([`train`]) runs each step through the actors and, once the
+//! optimizer has applied it, *commits* it: every `snapshot_every` steps it
+//! keeps an in-memory snapshot of everything that determines the rest of
+//! the run (parameters, optimizer state, loader position, dropout RNG, the
+//! loss curve), and every `checkpoint_every` steps the checkpointer writes
+//! one to disk (atomically, checksummed, the last K kept).
+//!
+//! When an actor crashes, its supervisor restarts it and the actors after
+//! it (OTP's `rest_for_one`); the driver then restores *every* actor to the
+//! newest snapshot and replays the steps since. Each step is a pure
+//! function of the snapshot it starts from, so the replayed steps give the
+//! same bits and the run ends with parameters bit-identical to an
+//! unfaulted run (tested). A lost device makes it critical in the device
+//! health registry, and the restarted model actor is placed on another;
+//! an out-of-memory halves the micro-batch, accumulating gradients over
+//! `grad_chunk`-sized pieces so that the result stays bit-identical.
+//! A run killed outright resumes from the newest valid checkpoint on disk
+//! with `resume`.
+
+pub(crate) mod actors;
+pub mod config;
+pub mod report;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zbmd_gpu::health::{HealthPolicy, HealthRegistry};
+use zbmd_rt::supervisor::{ChildRef, ChildSpec, Supervisor, SupervisorSpec};
+use zbmd_rt::{AskError, ReplyTo, Runtime};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
+use crate::data::{Dataset, LoaderPosition, Normalize};
+use crate::rng::Rng;
+pub use config::{DataSource, FaultSchedule, FaultTarget, TrainConfig};
+pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
+
+use actors::{
+    CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, MetricsActor, MetricsMsg,
+    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Params, Shared,
+};
+
+/// How long the driver waits for one actor's answer: far above any step.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configuration is wrong.
+    #[error("config: {0}")]
+    Config(String),
+    /// The data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The model could not be built or saved.
+    #[error(transparent)]
+    Model(#[from] crate::nn::ModelError),
+    /// The run could not recover from a failure.
+    #[error("training failed: {0}")]
+    Failed(String),
+}
+
+/// Loads the configured data, scaled.
+pub fn load_data(source: &DataSource) -> Result<Dataset, TrainError> {
+    let mut dataset = match source {
+        DataSource::Digits => {
+            let mut digits = crate::data::digits();
+            digits.normalize(Normalize::Divide(16.0));
+            return Ok(digits);
+        }
+        DataSource::Csv { path, .. } => {
+            crate::data::load_csv(path, &crate::data::CsvOptions::default())?
+        }
+        DataSource::Idx { images, labels } => crate::data::load_idx(images, labels)?,
+    };
+    match source {
+        DataSource::Csv { scale, .. } if *scale != 1.0 => {
+            dataset.normalize(Normalize::Divide(*scale));
+        }
+        DataSource::Idx { .. } => {
+            dataset.normalize(Normalize::Divide(255.0));
+        }
+        _ => {}
+    }
+    Ok(dataset)
+}
+
+/// The actors' refs, by role.
+struct Tree {
+    model: ChildRef<ModelMsg>,
+    optimizer: ChildRef<OptimizerMsg>,
+    loader: ChildRef<LoaderMsg>,
+    checkpointer: ChildRef<CheckpointerMsg>,
+    metrics: ChildRef<MetricsMsg>,
+}
+
+/// A call to a supervised actor failed: it crashed (or is restarting).
+struct Crashed(FaultTarget, String);
+
+fn call<M: Send + 'static, R: Send + 'static>(
+    target: FaultTarget,
+    child: &ChildRef<M>,
+    request: impl Fn(ReplyTo<R>) -> M,
+) -> Result<R, Crashed> {
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    loop {
+        match child.call(&request, deadline.saturating_duration_since(Instant::now())) {
+            Ok(answer) => return Ok(answer),
+            // Between a crash and the restart: wait for the new incarnation.
+            Err(AskError::NoProc | AskError::Full) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(error) => return Err(Crashed(target, error.to_string())),
+        }
+    }
+}
+
+/// Trains as `config` says, reporting to `observer`.
+pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainReport, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    if let Some(backend) = &config.backend {
+        if !backend.eq_ignore_ascii_case("cpu") {
+            return Err(TrainError::Config(format!(
+                "backend {backend:?}: zbmd-ml's tensors compute on the CPU backend only so far"
+            )));
+        }
+    }
+    let started = Instant::now();
+    let dataset = load_data(&config.data)?;
+    let (train_set, test_set) = if config.test_fraction > 0.0 {
+        dataset.split(config.test_fraction, config.seed)?
+    } else {
+        (dataset.clone(), dataset)
+    };
+    let model = actors::build_model(&config.model, config.seed).map_err(TrainError::Config)?;
+    let names: Vec<String> =
+        model.parameters().iter().map(|(name, _)| (*name).to_owned()).collect();
+    let batches_per_epoch = (train_set.len() as u64).div_ceil(config.batch_size as u64);
+    let total_steps = batches_per_epoch * config.epochs;
+
+    // Where the run starts: a checkpoint, or step 0.
+    let store = match &config.checkpoint_dir {
+        Some(dir) => Some(CheckpointStore::open(dir.clone(), config.keep_checkpoints)?),
+        None => None,
+    };
+    let mut snapshot = initial_snapshot(&model, config.seed);
+    if config.resume {
+        let recovery =
+            store.as_ref().expect("validated: resume needs a directory").latest_valid()?;
+        for (path, error) in &recovery.skipped {
+            observer.on_resume(&format!("skipped {}: {error}", path.display()));
+        }
+        match recovery.found {
+            Some((checkpoint, path)) => {
+                observer.on_resume(&format!(
+                    "resuming from step {} ({})",
+                    checkpoint.step,
+                    path.display()
+                ));
+                snapshot = checkpoint;
+            }
+            None => observer.on_resume("no valid checkpoint: starting from step 0"),
+        }
+    }
+    let resumed_from = snapshot.step;
+
+    let (faulty, devices) = actors::cpu_devices();
+    let registry =
+        HealthRegistry::new(devices, HealthPolicy::default()).map_err(TrainError::Config)?;
+    let shared = Arc::new(Shared {
+        snapshot: Mutex::new(snapshot.clone()),
+        faults: Mutex::new(config.faults.at.clone()),
+        model_spec: config.model.clone(),
+        seed: config.seed,
+        test: Arc::new(test_set),
+        train: Arc::new(train_set),
+        batch_size: config.batch_size,
+        grad_chunk: config.grad_chunk,
+        optimizer: config.optimizer.clone(),
+        schedule: config.schedule.clone(),
+        devices: Arc::new(registry),
+        faulty,
+        checkpoint_dir: config.checkpoint_dir.clone(),
+        keep_checkpoints: config.keep_checkpoints,
+        crash: Mutex::new(None),
+    });
+    let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
+    let (tree, _supervisor) = start_tree(&rt, &shared, &names, config.faults.at.len())?;
+
+    let mut driver = Driver {
+        config,
+        shared: shared.clone(),
+        tree,
+        names,
+        snapshot,
+        params: Arc::new(Vec::new()),
+        losses: Vec::new(),
+        recoveries: Vec::new(),
+        pending: None,
+        observer,
+        total_steps,
+        batches_per_epoch,
+        history: Vec::new(),
+        device: String::new(),
+    };
+    driver.params =
+        Arc::new(actors::params_of(&driver.snapshot, &driver.names).map_err(TrainError::Failed)?);
+    driver.losses = driver
+        .snapshot
+        .tensor("metrics.losses")
+        .map(|losses| losses.data.clone())
+        .unwrap_or_default();
+    let result = driver.run(started, resumed_from);
+    drop(driver);
+    rt.shutdown();
+    result
+}
+
+fn initial_snapshot(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {
+    let tensors = model
+        .parameters()
+        .into_iter()
+        .map(|(name, tensor)| {
+            NamedArray::new(format!("param.{name}"), tensor.shape().to_vec(), tensor.to_vec_f32())
+        })
+        .collect();
+    Checkpoint {
+        step: 0,
+        tensors,
+        loader: LoaderPosition::default(),
+        rng_state: Rng::new(seed).fork("dropout").state(),
+        ..Checkpoint::default()
+    }
+}
+
+fn start_tree(
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+    names: &[String],
+    faults: usize,
+) -> Result<(Tree, zbmd_rt::supervisor::SupervisorRef), TrainError> {
+    let model = {
+        let shared = shared.clone();
+        ChildSpec::worker("model", move || ModelActor::new(shared.clone()))
+    };
+    let optimizer = {
+        let (shared, names) = (shared.clone(), names.to_vec());
+        ChildSpec::worker("optimizer", move || OptimizerActor::new(shared.clone(), names.clone()))
+    };
+    let loader = {
+        let shared = shared.clone();
+        ChildSpec::worker("loader", move || LoaderActor { shared: shared.clone(), loader: None })
+    };
+    let checkpointer = {
+        let shared = shared.clone();
+        ChildSpec::worker("checkpointer", move || CheckpointerActor {
+            shared: shared.clone(),
+            store: None,
+        })
+    };
+    let metrics = {
+        let shared = shared.clone();
+        ChildSpec::worker("metrics", move || MetricsActor {
+            shared: shared.clone(),
+            losses: Vec::new(),
+        })
+    };
+    let tree = Tree {
+        model: model.child_ref(),
+        optimizer: optimizer.child_ref(),
+        loader: loader.child_ref(),
+        checkpointer: checkpointer.child_ref(),
+        metrics: metrics.child_ref(),
+    };
+    // Every injected fault restarts up to five actors; leave room for them
+    // all, and for a few real ones, before the tree gives up.
+    let restarts = 5 * (faults as u32 + 4);
+    let spec = SupervisorSpec::rest_for_one()
+        .intensity(restarts, Duration::from_secs(60))
+        .child(model)
+        .child(optimizer)
+        .child(loader)
+        .child(checkpointer)
+        .child(metrics);
+    let supervisor =
+        Supervisor::start(rt, spec).map_err(|error| TrainError::Failed(error.to_string()))?;
+    Ok((tree, supervisor))
+}
+
+struct Driver<'a> {
+    config: &'a TrainConfig,
+    shared: Arc<Shared>,
+    tree: Tree,
+    names: Vec<String>,
+    /// The newest committed state.
+    snapshot: Checkpoint,
+    /// The parameters after the last completed step.
+    params: Params,
+    losses: Vec<f32>,
+    recoveries: Vec<RecoveryInfo>,
+    /// A failure being recovered from: what, at which step, since when.
+    pending: Option<(FaultTarget, u64, Instant, String)>,
+    observer: &'a mut dyn Observer,
+    total_steps: u64,
+    batches_per_epoch: u64,
+    history: Vec<EpochInfo>,
+    device: String,
+}
+
+/// The state a step leaves, before it is committed.
+struct Progress {
+    step: u64,
+    loader: LoaderPosition,
+    rng_state: u64,
+}
+
+impl Driver<'_> {
+    fn run(&mut self, started: Instant, resumed_from: u64) -> Result<TrainReport, TrainError> {
+        let mut progress = Progress {
+            step: self.snapshot.step,
+            loader: self.snapshot.loader,
+            rng_state: self.snapshot.rng_state,
+        };
+        let mut examples = 0u64;
+        while progress.step < self.total_steps {
+            match self.step(&mut progress, &mut examples, started) {
+                Ok(()) => {}
+                Err(Crashed(target, error)) => {
+                    // The actor says why it crashed, if it could.
+                    let (target, error) = self.shared.take_crash().unwrap_or((target, error));
+                    if self.pending.is_none() {
+                        self.pending = Some((target, progress.step + 1, Instant::now(), error));
+                    }
+                    self.restore(&mut progress)?;
+                }
+            }
+        }
+        let (test_loss, test_accuracy) = self.evaluate()?;
+        let wall_time = started.elapsed();
+        let steps = progress.step;
+        let params = self
+            .params
+            .iter()
+            .map(|array| (array.name.clone(), array.shape.clone(), array.data.clone()));
+        let report = TrainReport {
+            steps,
+            resumed_from,
+            epochs: steps / self.batches_per_epoch,
+            history: std::mem::take(&mut self.history),
+            losses: self.losses[resumed_from as usize..].to_vec(),
+            test_accuracy,
+            test_loss,
+            wall_time,
+            steps_per_sec: (steps - resumed_from) as f64 / wall_time.as_secs_f64().max(1e-9),
+            faults_injected: self.config.faults.at.len() as u64
+                - self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()).len() as u64,
+            recoveries: std::mem::take(&mut self.recoveries),
+            device: self.device.clone(),
+            parameters: params.collect(),
+        };
+        if let Some(path) = &self.config.save_params {
+            let mut model = actors::build_model(&self.config.model, self.config.seed)
+                .map_err(TrainError::Config)?;
+            for ((_, tensor), array) in model.parameters_mut().into_iter().zip(self.params.iter()) {
+                *tensor = crate::tensor::Tensor::from_vec(array.data.clone(), &array.shape)
+                    .map_err(|error| TrainError::Failed(error.to_string()))?;
+            }
+            model.export_safetensors(path)?;
+        }
+        Ok(report)
+    }
+
+    /// Runs one step and commits it.
+    fn step(
+        &mut self,
+        progress: &mut Progress,
+        examples: &mut u64,
+        started: Instant,
+    ) -> Result<(), Crashed> {
+        let step = progress.step + 1;
+        let (batch, loader_after) =
+            call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Next { step, reply })?;
+        let epoch = batch.epoch;
+        let grads = call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Compute {
+            step,
+            params: self.params.clone(),
+            batch: batch.clone(),
+            rng_state: progress.rng_state,
+            reply,
+        })?
+        .map_err(|error| Crashed(FaultTarget::Model, error))?;
+        for (action, recovery_time) in &grads.events {
+            let recovery = RecoveryInfo {
+                target: FaultTarget::DeviceOom,
+                step,
+                action: action.clone(),
+                recovery_time: *recovery_time,
+            };
+            self.observer.on_recovery(&recovery);
+            self.recoveries.push(recovery);
+        }
+        self.device = grads.device.to_string();
+        let loss = grads.loss;
+        let all_grads = grads.grads;
+        let (params, lr) = call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
+            OptimizerMsg::Step { step, grads: all_grads.clone(), reply }
+        })?
+        .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
+
+        // The step is done: commit it.
+        self.params = params;
+        *progress = Progress { step, loader: loader_after, rng_state: grads.rng_state };
+        self.losses.truncate(step as usize - 1);
+        self.losses.push(loss);
+        let _ = self.tree.metrics.try_send(MetricsMsg::Record { epoch, loss });
+        *examples += batch.rows as u64;
+        if step % self.config.snapshot_every == 0 || step == self.total_steps {
+            self.take_snapshot(progress)?;
+        }
+        if self.config.checkpoint_dir.is_some()
+            && (step % self.config.checkpoint_every == 0 || step == self.total_steps)
+        {
+            if step % self.config.snapshot_every != 0 {
+                self.take_snapshot(progress)?;
+            }
+            let checkpoint = Box::new(self.snapshot.clone());
+            let path = call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
+                CheckpointerMsg::Save { checkpoint: checkpoint.clone(), reply }
+            })?
+            .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
+            self.observer.on_checkpoint(step, &path);
+        }
+        if let Some((target, failed_step, since, error)) = self.pending.take() {
+            let action = format!(
+                "{error}; restored from the snapshot of step {}, replayed to step {step}",
+                failed_step - 1
+            );
+            let recovery =
+                RecoveryInfo { target, step: failed_step, action, recovery_time: since.elapsed() };
+            self.observer.on_recovery(&recovery);
+            self.recoveries.push(recovery);
+        }
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        self.observer.on_step(&StepInfo {
+            step,
+            total_steps: self.total_steps,
+            epoch,
+            loss,
+            lr,
+            examples_per_sec: *examples as f64 / elapsed,
+        });
+        if step % self.batches_per_epoch == 0 {
+            let train_loss = call(FaultTarget::Model, &self.tree.metrics, |reply| {
+                MetricsMsg::EpochMean { epoch, reply }
+            })
+            .unwrap_or(f32::NAN);
+            let (test_loss, test_accuracy) =
+                self.evaluate().map_err(|error| Crashed(FaultTarget::Model, error.to_string()))?;
+            let info = EpochInfo { epoch, train_loss, test_loss, test_accuracy };
+            self.observer.on_epoch(&info);
+            self.history.retain(|earlier| earlier.epoch != epoch);
+            self.history.push(info);
+        }
+        Ok(())
+    }
+
+    fn take_snapshot(&mut self, progress: &Progress) -> Result<(), Crashed> {
+        let state = call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
+            OptimizerMsg::State { reply }
+        })?;
+        let mut tensors: Vec<NamedArray> = self
+            .params
+            .iter()
+            .map(|array| {
+                NamedArray::new(
+                    format!("param.{}", array.name),
+                    array.shape.clone(),
+                    array.data.clone(),
+                )
+            })
+            .collect();
+        tensors.extend(state.arrays.iter().map(|(name, data)| {
+            NamedArray::new(format!("optim.{name}"), vec![data.len()], data.clone())
+        }));
+        let losses = &self.losses[..progress.step as usize];
+        let epochs: Vec<f32> =
+            (0..losses.len() as u64).map(|i| (i / self.batches_per_epoch) as f32).collect();
+        tensors.push(NamedArray::new("metrics.losses", vec![losses.len()], losses.to_vec()));
+        tensors.push(NamedArray::new("metrics.epochs", vec![epochs.len()], epochs));
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert("optim.step".to_owned(), state.step.to_string());
+        extra.insert(
+            "optim.scalars".to_owned(),
+            serde_json::to_string(&state.scalars)
+                .map_err(|error| Crashed(FaultTarget::Optimizer, error.to_string()))?,
+        );
+        extra.insert("model".to_owned(), self.config.model.clone());
+        let mut metrics = std::collections::BTreeMap::new();
+        metrics.insert("loss".to_owned(), f64::from(*losses.last().unwrap_or(&f32::NAN)));
+        self.snapshot = Checkpoint {
+            step: progress.step,
+            tensors,
+            loader: progress.loader,
+            rng_state: progress.rng_state,
+            metrics,
+            extra,
+        };
+        *self.shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = self.snapshot.clone();
+        Ok(())
+    }
+
+    /// After a crash: every actor back to the snapshot, the driver too.
+    fn restore(&mut self, progress: &mut Progress) -> Result<(), TrainError> {
+        let failed = |error: Crashed| {
+            TrainError::Failed(format!("recovery failed: {} actor: {}", error.0.name(), error.1))
+        };
+        for attempt in 0.. {
+            let restored = (|| -> Result<(), Crashed> {
+                call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
+                    OptimizerMsg::Restore { reply }
+                })?
+                .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
+                call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Restore { reply })?
+                    .map_err(|error| Crashed(FaultTarget::Loader, error))?;
+                let steps = self.snapshot.step;
+                call(FaultTarget::Checkpointer, &self.tree.metrics, |reply| {
+                    MetricsMsg::Truncate { steps, reply }
+                })?;
+                Ok(())
+            })();
+            match restored {
+                Ok(()) => break,
+                Err(error) if attempt >= 3 => return Err(failed(error)),
+                Err(_) => continue,
+            }
+        }
+        self.params =
+            Arc::new(actors::params_of(&self.snapshot, &self.names).map_err(TrainError::Failed)?);
+        *progress = Progress {
+            step: self.snapshot.step,
+            loader: self.snapshot.loader,
+            rng_state: self.snapshot.rng_state,
+        };
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<(f32, f32), TrainError> {
+        let params = self.params.clone();
+        for _ in 0..3 {
+            match call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Evaluate {
+                params: params.clone(),
+                reply,
+            }) {
+                Ok(result) => return Ok(result),
+                Err(_) => continue,
+            }
+        }
+        Err(TrainError::Failed("the model actor could not evaluate the held-out set".into()))
+    }
+}

@@ -1,0 +1,102 @@
+//! Training under supervision: it learns, and faults change nothing.
+
+use std::path::PathBuf;
+
+use zbmd_ml::train::{FaultSchedule, FaultTarget, Silent, TrainConfig, TrainReport, train};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zbmd-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn small(epochs: u64) -> TrainConfig {
+    TrainConfig { epochs, grad_chunk: 16, snapshot_every: 4, ..TrainConfig::default() }
+}
+
+fn run(config: &TrainConfig) -> TrainReport {
+    train(config, &mut Silent).expect("training")
+}
+
+#[test]
+fn the_default_run_learns_the_digits() {
+    let report = run(&TrainConfig::default());
+    assert!(report.test_accuracy >= 0.95, "held-out accuracy {}", report.test_accuracy);
+    assert_eq!(report.steps, 23 * 20, "1,438 training rows in batches of 64, 20 epochs");
+    assert_eq!(report.history.len(), 20);
+    assert!(report.losses.last().unwrap() < &report.losses[0]);
+    assert!(report.recoveries.is_empty());
+}
+
+#[test]
+fn crashes_and_device_faults_leave_the_parameters_bit_identical() {
+    let dir = temp_dir("faults");
+    let mut config = small(3);
+    config.checkpoint_dir = Some(dir.clone());
+    config.checkpoint_every = 10;
+    let clean = run(&config);
+
+    let _ = std::fs::remove_dir_all(&dir);
+    config.faults = FaultSchedule::parse(
+        "model@7,optimizer@13,loader@21,device_lost@26,checkpointer@30,device_oom@33,model@34",
+    )
+    .unwrap();
+    let faulted = run(&config);
+    assert!(
+        faulted.same_parameters(&clean),
+        "a faulted run must end with the clean run's parameters"
+    );
+    assert_eq!(faulted.losses, clean.losses, "and the same loss at every step");
+    assert_eq!(faulted.faults_injected, 7);
+    let recovered: Vec<FaultTarget> = faulted.recoveries.iter().map(|r| r.target).collect();
+    for target in FaultTarget::ALL {
+        assert!(recovered.contains(&target), "no recovery from {target:?}: {recovered:?}");
+    }
+    assert_eq!(faulted.device, "cpu:1", "the lost device was left");
+    assert_eq!(clean.device, "cpu:0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_run_resumed_from_its_checkpoint_ends_where_a_straight_run_does() {
+    let dir = temp_dir("resume");
+    let mut config = small(3);
+    config.checkpoint_dir = Some(dir.clone());
+    config.checkpoint_every = 7;
+    let straight = run(&config);
+
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = run(&TrainConfig { epochs: 1, ..config.clone() });
+    assert_eq!(first.steps, 23);
+    let resumed = run(&TrainConfig { resume: true, ..config.clone() });
+    assert_eq!(resumed.resumed_from, 23, "the newest checkpoint is the run's last step");
+    assert!(resumed.same_parameters(&straight));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_halved_micro_batch_keeps_the_result_bit_identical() {
+    let config = small(1);
+    let clean = run(&config);
+    let faulted =
+        run(&TrainConfig { faults: FaultSchedule::parse("device_oom@2").unwrap(), ..config });
+    assert!(faulted.same_parameters(&clean));
+    let oom = &faulted.recoveries[0];
+    assert_eq!(oom.target, FaultTarget::DeviceOom);
+    assert!(oom.action.contains("micro-batch 64 → 32"), "{}", oom.action);
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_reason() {
+    let error = train(
+        &TrainConfig { batch_size: 60, grad_chunk: 16, ..TrainConfig::default() },
+        &mut Silent,
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("multiple of grad_chunk"), "{error}");
+    let error =
+        train(&TrainConfig { resume: true, ..TrainConfig::default() }, &mut Silent).unwrap_err();
+    assert!(error.to_string().contains("resume needs a checkpoint_dir"), "{error}");
+    let error = FaultSchedule::parse("gpu@3").unwrap_err();
+    assert!(error.contains("unknown target \"gpu\""), "{error}");
+}
