@@ -3,7 +3,7 @@
 //!
 //! | group | case | `direct` / `gemm-crate` (the baseline) | `zbmd-actor` |
 //! |---|---|---|---|
-//! | `launch_<backend>` | `empty` | an [`Executor`] on the device launches the empty kernel and synchronizes | the same job through [`GpuPool::run`]: a message to a kernel actor on a shard, which runs the same executor code, and the reply |
+//! | `launch_<backend>` | `empty` | an [`Executor`] on the device launches the empty kernel and synchronizes | the same job through [`GpuPool::run_into`] (the result buffer recycled, as the executor's is): a message to a kernel actor on a shard, which runs the same executor code, and the reply |
 //! | `launch_<backend>` | `vector_add_1m` | the executor uploads two 1M-float inputs, launches, reads the result back | the same through the actor |
 //! | `gemm_cpu` | `512`, `1024`, `2048` | `gemm::gemm` on host slices, single-threaded (`Parallelism::None`, as a shard runs it) | `Op::Gemm` through the actor on the CPU device: copies in, the same `gemm` call, copy out |
 //!
@@ -61,7 +61,12 @@ fn launch(c: &mut Criterion) {
         let empty = Job::new(Op::Empty { n: 1 }, vec![]).unwrap();
         group
             .bench_function("empty/direct", |b| b.iter(|| executor.run(&empty, &mut out).unwrap()));
-        group.bench_function("empty/zbmd-actor", |b| b.iter(|| pool.run(empty.clone()).unwrap()));
+        // The actor gets each result's buffer back for the next, as the
+        // executor reuses `out`: like for like.
+        let mut spare = Vec::new();
+        group.bench_function("empty/zbmd-actor", |b| {
+            b.iter(|| spare = pool.run_into(empty.clone(), std::mem::take(&mut spare)).unwrap())
+        });
 
         let add =
             Job::new(Op::VectorAdd { n: VECTOR }, vec![inputs(VECTOR, 1.0), inputs(VECTOR, 2.0)])
@@ -71,7 +76,7 @@ fn launch(c: &mut Criterion) {
             b.iter(|| executor.run(&add, &mut out).unwrap())
         });
         group.bench_function("vector_add_1m/zbmd-actor", |b| {
-            b.iter(|| pool.run(add.clone()).unwrap())
+            b.iter(|| spare = pool.run_into(add.clone(), std::mem::take(&mut spare)).unwrap())
         });
         group.finish();
         drop(executor);
@@ -124,8 +129,9 @@ fn gemm(c: &mut Criterion) {
         });
         let job =
             Job::new(Op::Gemm { m: size, n: size, k: size }, vec![a.clone(), b.clone()]).unwrap();
+        let mut spare = Vec::new();
         group.bench_function(format!("{size}/zbmd-actor"), |bench| {
-            bench.iter(|| pool.run(job.clone()).unwrap())
+            bench.iter(|| spare = pool.run_into(job.clone(), std::mem::take(&mut spare)).unwrap())
         });
     }
     group.finish();

@@ -2,8 +2,8 @@
 //!
 //! | group | case | baseline | `zbmd-…` |
 //! |---|---|---|---|
-//! | `train_snapshots` | `digits_mlp` | `no-snapshots`: a 2-epoch run ([64, 128, 10] MLP, batches of 64: 46 steps) whose only snapshot is the last step's | `zbmd-snapshots`: the same run with an in-memory snapshot after every step (the default) |
-//! | `train_recovery` | `digits_mlp` | `clean`: the same 46-step run | `zbmd-one-crash`: the model actor crashes once, at step 23, and the run recovers from the snapshot |
+//! | `train_snapshots` | `digits_mlp` | `no-snapshots`: a 20-epoch run ([64, 128, 10] MLP, batches of 64: 460 steps) whose only snapshot is the last step's | `zbmd-snapshots`: the same run with an in-memory snapshot after every step (the default) |
+//! | `train_recovery` | `digits_mlp` | `clean`: the same 460-step run | `zbmd-one-crash`: the model actor crashes once, at step 230, and the run recovers from the snapshot |
 //!
 //! Figures are per step (the throughput is the run's steps). The difference
 //! of the two `train_recovery` medians is what one crash costs the run
@@ -19,10 +19,10 @@ use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_
 use zbmd_ml::train::{FaultSchedule, Silent, TrainConfig, train};
 
 fn config() -> TrainConfig {
-    TrainConfig { epochs: 2, ..TrainConfig::default() }
+    TrainConfig { epochs: 20, ..TrainConfig::default() }
 }
 
-const STEPS: u64 = 46;
+const STEPS: u64 = 460;
 
 fn snapshots(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_snapshots");
@@ -50,7 +50,7 @@ fn recovery(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(STEPS));
     let clean = config();
-    let crashing = TrainConfig { faults: FaultSchedule::parse("model@23").unwrap(), ..config() };
+    let crashing = TrainConfig { faults: FaultSchedule::parse("model@230").unwrap(), ..config() };
     group.bench_function("digits_mlp/clean", |b| b.iter(|| train(&clean, &mut Silent).unwrap()));
     group.bench_function("digits_mlp/zbmd-one-crash", |b| {
         b.iter(|| train(&crashing, &mut Silent).unwrap())

@@ -369,6 +369,9 @@ pub enum KernelMsg {
         attempt: u32,
         /// Where the result goes.
         reply: JobReply,
+        /// A buffer for the result, reused when its capacity suffices (see
+        /// [`GpuPool::run_into`]).
+        out: Vec<f32>,
     },
     /// Leave the device if it has gone critical (from the health monitor).
     Migrate,
@@ -407,7 +410,7 @@ struct KernelActor {
     /// None while lent to a blocking thread.
     executor: Option<Executor>,
     /// Jobs (with their transient-failure counts) waiting for the executor.
-    waiting: std::collections::VecDeque<(Job, u32, JobReply)>,
+    waiting: std::collections::VecDeque<(Job, u32, JobReply, Vec<f32>)>,
 }
 
 impl KernelActor {
@@ -422,6 +425,7 @@ impl KernelActor {
         job: Job,
         attempt: u32,
         reply: JobReply,
+        mut out: Vec<f32>,
     ) -> Result<(), ActorError> {
         let health = self.placement.as_ref().expect("placed in started").health().clone();
         if health.health() == Health::Critical {
@@ -434,13 +438,12 @@ impl KernelActor {
         }
         let mut executor = self.executor.take().expect("start is called with the executor home");
         if health.id().backend == crate::device::BackendKind::Cpu {
-            let mut out = Vec::new();
             let result = run_job(&mut executor, &job, &mut out);
             self.executor = Some(executor);
             return self.finish(ctx, job, attempt, reply, out, result);
         }
         let work = move || {
-            let mut out = Vec::new();
+            let mut out = out;
             let result = run_job(&mut executor, &job, &mut out);
             Completed { executor, job, attempt, reply, out, result }
         };
@@ -471,7 +474,7 @@ impl KernelActor {
         match error.class() {
             ErrorClass::Transient if attempt < MAX_TRANSIENT_RETRIES => {
                 self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                let retry = KernelMsg::Run { job, attempt: attempt + 1, reply };
+                let retry = KernelMsg::Run { job, attempt: attempt + 1, reply, out: Vec::new() };
                 // If the timer cannot be set, the retry (and its reply)
                 // is dropped and the caller hears `Dropped`.
                 let _ = ctx.send_after(&ctx.myself(), retry, Duration::from_millis(1 << attempt));
@@ -554,17 +557,17 @@ impl Actor for KernelActor {
                 }
                 Ok(())
             }
-            KernelMsg::Run { job, attempt, reply } if self.executor.is_some() => {
-                self.start(ctx, job, attempt, reply)
+            KernelMsg::Run { job, attempt, reply, out } if self.executor.is_some() => {
+                self.start(ctx, job, attempt, reply, out)
             }
-            KernelMsg::Run { job, attempt, reply } => {
+            KernelMsg::Run { job, attempt, reply, out } => {
                 if self.waiting.len() >= MAX_WAITING_JOBS {
                     let device = self.device_id().expect("placed in started");
                     let detail =
                         format!("{MAX_WAITING_JOBS} jobs already wait for this kernel actor");
                     reply.reply(Err(JobError::Gpu(GpuError::Busy { device, detail })));
                 } else {
-                    self.waiting.push_back((job, attempt, reply));
+                    self.waiting.push_back((job, attempt, reply, out));
                 }
                 Ok(())
             }
@@ -575,8 +578,8 @@ impl Actor for KernelActor {
                 // The next waiting job, if the executor is still home (a
                 // CPU job finishes inline; a GPU job lends it out again).
                 while self.executor.is_some() {
-                    let Some((job, attempt, reply)) = self.waiting.pop_front() else { break };
-                    self.start(ctx, job, attempt, reply)?;
+                    let Some((job, attempt, reply, out)) = self.waiting.pop_front() else { break };
+                    self.start(ctx, job, attempt, reply, out)?;
                 }
                 Ok(())
             }
@@ -793,12 +796,20 @@ impl GpuPool {
     /// result, moving it to another device if its device fails. From a
     /// thread outside the runtime.
     pub fn run(&self, job: Job) -> Result<Vec<f32>, JobError> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.kernels.len();
-        self.run_on(slot, job)
+        self.run_into(job, Vec::new())
     }
 
-    /// Runs a job on kernel actor `slot` (see [`run`](Self::run)).
-    pub fn run_on(&self, slot: usize, job: Job) -> Result<Vec<f32>, JobError> {
+    /// [`run`](Self::run), writing the result into `out`'s memory when its
+    /// capacity suffices: give the previous result back to avoid
+    /// allocating (and faulting in) a fresh buffer per job.
+    pub fn run_into(&self, job: Job, out: Vec<f32>) -> Result<Vec<f32>, JobError> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.kernels.len();
+        self.run_on(slot, job, out)
+    }
+
+    /// Runs a job on kernel actor `slot` (see [`run_into`](Self::run_into)).
+    pub fn run_on(&self, slot: usize, job: Job, out: Vec<f32>) -> Result<Vec<f32>, JobError> {
+        let mut out = Some(out);
         let kernel = &self.kernels[slot % self.kernels.len()];
         let deadline = Instant::now() + self.call_timeout;
         let mut migrations = 0;
@@ -810,8 +821,15 @@ impl GpuPool {
                 return Err(JobError::Timeout(self.call_timeout));
             }
             let sent_to = kernel.current().map(|actor| actor.pid());
-            let answer =
-                kernel.call(|reply| KernelMsg::Run { job: job.clone(), attempt: 0, reply }, left);
+            let answer = kernel.call(
+                |reply| KernelMsg::Run {
+                    job: job.clone(),
+                    attempt: 0,
+                    reply,
+                    out: out.take().unwrap_or_default(),
+                },
+                left,
+            );
             match answer {
                 Ok(Ok(out)) => return Ok(out),
                 Ok(Err(JobError::DeviceFailed { device, error })) => {

@@ -17,7 +17,7 @@ use zbmd_gpu::{Device, DeviceId, ErrorClass, FaultyDevice};
 use zbmd_rt::{Actor, ActorError, Context, ReplyTo};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
-use crate::data::{Batch, DataLoader, Dataset, LoaderPosition};
+use crate::data::{Batch, DataLoader, Dataset, LoaderPosition, Prefetcher};
 use crate::nn::Sequential;
 use crate::optim::{LrSchedule, Optimizer, OptimizerConfig, OptimizerState, ParamView};
 use crate::rng::Rng;
@@ -30,7 +30,7 @@ pub(crate) type Params = Arc<Vec<NamedArray>>;
 /// What every actor of one run shares.
 pub(crate) struct Shared {
     /// The newest committed state: what a (re)started actor restores.
-    pub snapshot: Mutex<Checkpoint>,
+    pub snapshot: Mutex<Arc<Checkpoint>>,
     /// Faults still to inject: each fires once, the first time its step is
     /// attempted.
     pub faults: Mutex<Vec<(FaultTarget, u64)>>,
@@ -82,7 +82,7 @@ impl Shared {
         self.crash.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
-    pub fn snapshot(&self) -> Checkpoint {
+    pub fn snapshot(&self) -> Arc<Checkpoint> {
         self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
@@ -381,13 +381,23 @@ impl Actor for ModelActor {
 // Optimizer
 
 pub(crate) enum OptimizerMsg {
-    /// Applies one step's gradients; answers the new parameters and the
-    /// learning rate used.
-    Step { step: u64, grads: Vec<Vec<f32>>, reply: ReplyTo<Result<(Params, f64), String>> },
-    /// Answers its state (for a snapshot).
-    State { reply: ReplyTo<OptimizerState> },
+    /// Applies one step's gradients; answers the new parameters, the
+    /// learning rate used and, if asked (a snapshot is due), its state.
+    Step {
+        step: u64,
+        grads: Vec<Vec<f32>>,
+        with_state: bool,
+        reply: ReplyTo<Result<Stepped, String>>,
+    },
     /// Resets to the snapshot.
     Restore { reply: ReplyTo<Result<(), String>> },
+}
+
+/// What an optimizer step answers.
+pub(crate) struct Stepped {
+    pub params: Params,
+    pub lr: f64,
+    pub state: Option<OptimizerState>,
 }
 
 pub(crate) struct OptimizerActor {
@@ -424,7 +434,7 @@ impl Actor for OptimizerActor {
 
     fn handle(&mut self, _: &mut Context<'_, Self>, msg: OptimizerMsg) -> Result<(), ActorError> {
         match msg {
-            OptimizerMsg::Step { step, grads, reply } => {
+            OptimizerMsg::Step { step, grads, with_state, reply } => {
                 if self.shared.take_fault(FaultTarget::Optimizer, step) {
                     return Err(injected(&self.shared, FaultTarget::Optimizer, step));
                 }
@@ -444,10 +454,12 @@ impl Actor for OptimizerActor {
                     })
                     .collect();
                 let result = optimizer.step(&mut views).map_err(|error| error.to_string());
-                reply.reply(result.map(|()| (Arc::new(self.params.clone()), lr)));
-            }
-            OptimizerMsg::State { reply } => {
-                reply.reply(self.optimizer.as_ref().expect("restored in started").state());
+                let state = with_state.then(|| optimizer.state());
+                reply.reply(result.map(|()| Stepped {
+                    params: Arc::new(self.params.clone()),
+                    lr,
+                    state,
+                }));
             }
             OptimizerMsg::Restore { reply } => {
                 reply.reply(self.restore());
@@ -495,9 +507,14 @@ pub(crate) enum LoaderMsg {
     },
 }
 
+/// Batches ahead the loader prepares while the model computes.
+const PREFETCH: usize = 2;
+
+/// Serves batches in order, preparing the next [`PREFETCH`] after each one
+/// it hands out (on its own shard, while the model works on this one).
 pub(crate) struct LoaderActor {
     pub shared: Arc<Shared>,
-    pub loader: Option<DataLoader>,
+    pub loader: Option<Prefetcher>,
 }
 
 impl LoaderActor {
@@ -511,7 +528,7 @@ impl LoaderActor {
         if position != LoaderPosition::default() {
             loader.seek(&position).map_err(|error| error.to_string())?;
         }
-        self.loader = Some(loader);
+        self.loader = Some(Prefetcher::new(loader, PREFETCH).map_err(|error| error.to_string())?);
         Ok(())
     }
 }
@@ -532,6 +549,7 @@ impl Actor for LoaderActor {
                 let loader = self.loader.as_mut().expect("restored in started");
                 let batch = loader.next_batch();
                 reply.reply((Arc::new(batch), loader.position()));
+                loader.fill();
             }
             LoaderMsg::Restore { reply } => {
                 reply.reply(self.restore());
@@ -545,7 +563,7 @@ impl Actor for LoaderActor {
 // Checkpointer
 
 pub(crate) enum CheckpointerMsg {
-    Save { checkpoint: Box<Checkpoint>, reply: ReplyTo<Result<PathBuf, String>> },
+    Save { checkpoint: Arc<Checkpoint>, reply: ReplyTo<Result<PathBuf, String>> },
 }
 
 pub(crate) struct CheckpointerActor {

@@ -42,6 +42,7 @@ use zbmd_rt::{AskError, ReplyTo, Runtime};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
 use crate::data::{Dataset, LoaderPosition, Normalize};
+use crate::optim::OptimizerState;
 use crate::rng::Rng;
 pub use config::{DataSource, FaultSchedule, FaultTarget, TrainConfig};
 pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
@@ -182,7 +183,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
     let registry =
         HealthRegistry::new(devices, HealthPolicy::default()).map_err(TrainError::Config)?;
     let shared = Arc::new(Shared {
-        snapshot: Mutex::new(snapshot.clone()),
+        snapshot: Mutex::new(Arc::new(snapshot.clone())),
         faults: Mutex::new(config.faults.at.clone()),
         model_spec: config.model.clone(),
         seed: config.seed,
@@ -206,7 +207,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         shared: shared.clone(),
         tree,
         names,
-        snapshot,
+        snapshot: Arc::new(snapshot),
         params: Arc::new(Vec::new()),
         losses: Vec::new(),
         recoveries: Vec::new(),
@@ -307,7 +308,7 @@ struct Driver<'a> {
     tree: Tree,
     names: Vec<String>,
     /// The newest committed state.
-    snapshot: Checkpoint,
+    snapshot: Arc<Checkpoint>,
     /// The parameters after the last completed step.
     params: Params,
     losses: Vec<f32>,
@@ -416,28 +417,28 @@ impl Driver<'_> {
         self.device = grads.device.to_string();
         let loss = grads.loss;
         let all_grads = grads.grads;
-        let (params, lr) = call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
-            OptimizerMsg::Step { step, grads: all_grads.clone(), reply }
+        let checkpoint_due = self.config.checkpoint_dir.is_some()
+            && (step % self.config.checkpoint_every == 0 || step == self.total_steps);
+        let snapshot_due =
+            step % self.config.snapshot_every == 0 || step == self.total_steps || checkpoint_due;
+        let stepped = call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
+            OptimizerMsg::Step { step, grads: all_grads.clone(), with_state: snapshot_due, reply }
         })?
         .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
+        let lr = stepped.lr;
 
         // The step is done: commit it.
-        self.params = params;
+        self.params = stepped.params;
         *progress = Progress { step, loader: loader_after, rng_state: grads.rng_state };
         self.losses.truncate(step as usize - 1);
         self.losses.push(loss);
         let _ = self.tree.metrics.try_send(MetricsMsg::Record { epoch, loss });
         *examples += batch.rows as u64;
-        if step % self.config.snapshot_every == 0 || step == self.total_steps {
-            self.take_snapshot(progress)?;
+        if let Some(state) = stepped.state {
+            self.take_snapshot(progress, state)?;
         }
-        if self.config.checkpoint_dir.is_some()
-            && (step % self.config.checkpoint_every == 0 || step == self.total_steps)
-        {
-            if step % self.config.snapshot_every != 0 {
-                self.take_snapshot(progress)?;
-            }
-            let checkpoint = Box::new(self.snapshot.clone());
+        if checkpoint_due {
+            let checkpoint = self.snapshot.clone();
             let path = call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
                 CheckpointerMsg::Save { checkpoint: checkpoint.clone(), reply }
             })?
@@ -478,10 +479,7 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn take_snapshot(&mut self, progress: &Progress) -> Result<(), Crashed> {
-        let state = call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
-            OptimizerMsg::State { reply }
-        })?;
+    fn take_snapshot(&mut self, progress: &Progress, state: OptimizerState) -> Result<(), Crashed> {
         let mut tensors: Vec<NamedArray> = self
             .params
             .iter()
@@ -511,14 +509,14 @@ impl Driver<'_> {
         extra.insert("model".to_owned(), self.config.model.clone());
         let mut metrics = std::collections::BTreeMap::new();
         metrics.insert("loss".to_owned(), f64::from(*losses.last().unwrap_or(&f32::NAN)));
-        self.snapshot = Checkpoint {
+        self.snapshot = Arc::new(Checkpoint {
             step: progress.step,
             tensors,
             loader: progress.loader,
             rng_state: progress.rng_state,
             metrics,
             extra,
-        };
+        });
         *self.shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = self.snapshot.clone();
         Ok(())
     }
