@@ -4,7 +4,7 @@
 //! allocations, launches and synchronizations (including the reads that
 //! wait for a stream) fail with the errors a real device gives: out of
 //! memory, device lost, kernel timeout, uncorrectable ECC. Each rule fires
-//! either at a rate, rolled from the runtime's [`FaultPlan`] sites (so a
+//! either at a rate, rolled from the runtime's [`FaultPlan`](zbmd_rt::fault::FaultPlan) sites (so a
 //! seed replays the same faults), or on one given call (for tests that
 //! need a fault exactly there).
 //!

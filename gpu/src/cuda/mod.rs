@@ -4,14 +4,14 @@
 //! rather than its safe types, because the [`Device`] contract is itself
 //! a handle table with explicit streams and events. cudarc loads libcuda,
 //! NVRTC and cuBLAS at run time, so this builds with no CUDA toolkit; it
-//! panics if a library is absent when first called, so [`open_all`] checks
+//! panics if a library is absent when first called, so `open_all` checks
 //! each library's presence first and answers
 //! [`NotAvailable`](GpuError::NotAvailable) as a value.
 //!
 //! - **Context.** Each device uses its primary context, made current on the
 //!   calling thread at the start of every method (`cuCtxSetCurrent` is
 //!   cheap), so any thread may call any method.
-//! - **Memory.** A caching allocator ([`pool`]): freed blocks wait on
+//! - **Memory.** A caching allocator (`pool`): freed blocks wait on
 //!   per-size-class free lists for the next allocation of their class.
 //!   So that a block is not reused while work submitted before its `free`
 //!   still touches it, `free` records an event on every live stream and the

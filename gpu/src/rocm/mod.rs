@@ -6,7 +6,7 @@
 //! `rocm` needs the library to start at all, so "library missing" is a
 //! link- or load-time failure, not a run-time answer. What detection does
 //! answer as a value is a machine with the library and no AMD GPU: HIP
-//! reports `hipErrorNoDevice`, which [`open_all`] turns into
+//! reports `hipErrorNoDevice`, which `open_all` turns into
 //! [`NotAvailable`](GpuError::NotAvailable) "no device".
 //!
 //! - **Device selection.** HIP's current device is per thread; every method

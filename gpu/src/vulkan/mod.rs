@@ -3,11 +3,11 @@
 //! by naga. Runs for real on Mesa's lavapipe (a CPU implementation), which
 //! is how it is tested without a GPU.
 //!
-//! - [`raw`]: instance, logical device, timeline semaphores, error mapping.
-//! - [`memory`]: buffers, each with its own allocation; mapped when the
+//! - `raw`: instance, logical device, timeline semaphores, error mapping.
+//! - `memory`: buffers, each with its own allocation; mapped when the
 //!   device offers host-visible device memory, else reached by staging.
-//! - [`stream`]: streams as batches of commands on the one compute queue.
-//! - [`shader`]: WGSL → SPIR-V and the binding layout a kernel declares.
+//! - `stream`: streams as batches of commands on the one compute queue.
+//! - `shader`: WGSL → SPIR-V and the binding layout a kernel declares.
 //!
 //! Events are `(timeline semaphore, value)` pairs: recording one submits the
 //! stream's open batch and names the value it will signal; `wait_event`
