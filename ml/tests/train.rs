@@ -100,3 +100,17 @@ fn bad_settings_are_refused_with_the_reason() {
     let error = FaultSchedule::parse("gpu@3").unwrap_err();
     assert!(error.contains("unknown target \"gpu\""), "{error}");
 }
+
+#[test]
+fn a_failure_recovery_cannot_cure_stops_the_run_with_the_reason() {
+    // Both devices are lost: nothing is left to run the model on.
+    let config = TrainConfig {
+        faults: FaultSchedule::parse("device_lost@5,device_lost@6").unwrap(),
+        ..small(1)
+    };
+    let started = std::time::Instant::now();
+    let error = train(&config, &mut Silent).unwrap_err().to_string();
+    assert!(error.contains("training failed"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "it gave up promptly");
+    eprintln!("{error}");
+}

@@ -55,6 +55,11 @@ use actors::{
 /// How long the driver waits for one actor's answer: far above any step.
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How many times in a row one step may fail before the run gives up: a
+/// failure that recovery does not cure (a batch the model cannot fit, a
+/// device that keeps failing) is reported, not retried forever.
+const MAX_FAILURES_PER_STEP: u32 = 3;
+
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -102,6 +107,7 @@ pub fn load_data(source: &DataSource) -> Result<Dataset, TrainError> {
 
 /// The actors' refs, by role.
 struct Tree {
+    supervisor: zbmd_rt::supervisor::SupervisorRef,
     model: ChildRef<ModelMsg>,
     optimizer: ChildRef<OptimizerMsg>,
     loader: ChildRef<LoaderMsg>,
@@ -112,20 +118,31 @@ struct Tree {
 /// A call to a supervised actor failed: it crashed (or is restarting).
 struct Crashed(FaultTarget, String);
 
-fn call<M: Send + 'static, R: Send + 'static>(
-    target: FaultTarget,
-    child: &ChildRef<M>,
-    request: impl Fn(ReplyTo<R>) -> M,
-) -> Result<R, Crashed> {
-    let deadline = Instant::now() + CALL_TIMEOUT;
-    loop {
-        match child.call(&request, deadline.saturating_duration_since(Instant::now())) {
-            Ok(answer) => return Ok(answer),
-            // Between a crash and the restart: wait for the new incarnation.
-            Err(AskError::NoProc | AskError::Full) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(100));
+impl Tree {
+    /// Asks one actor, waiting through its restart after a crash; a
+    /// crash during the request (or a supervisor that gave up) is `Crashed`.
+    fn call<M: Send + 'static, R: Send + 'static>(
+        &self,
+        target: FaultTarget,
+        child: &ChildRef<M>,
+        request: impl Fn(ReplyTo<R>) -> M,
+    ) -> Result<R, Crashed> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            match child.call(&request, deadline.saturating_duration_since(Instant::now())) {
+                Ok(answer) => return Ok(answer),
+                // Between a crash and the restart: wait for the new
+                // incarnation, unless no supervisor is left to make one.
+                Err(AskError::NoProc | AskError::Full) if Instant::now() < deadline => {
+                    if !self.supervisor.is_alive() {
+                        let reason =
+                            "the training supervisor gave up (its restart intensity was reached)";
+                        return Err(Crashed(target, reason.into()));
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                Err(error) => return Err(Crashed(target, error.to_string())),
             }
-            Err(error) => return Err(Crashed(target, error.to_string())),
         }
     }
 }
@@ -200,7 +217,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         crash: Mutex::new(None),
     });
     let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
-    let (tree, _supervisor) = start_tree(&rt, &shared, &names, config.faults.at.len())?;
+    let tree = start_tree(&rt, &shared, &names, config.faults.at.len())?;
 
     let mut driver = Driver {
         config,
@@ -253,7 +270,7 @@ fn start_tree(
     shared: &Arc<Shared>,
     names: &[String],
     faults: usize,
-) -> Result<(Tree, zbmd_rt::supervisor::SupervisorRef), TrainError> {
+) -> Result<Tree, TrainError> {
     let model = {
         let shared = shared.clone();
         ChildSpec::worker("model", move || ModelActor::new(shared.clone()))
@@ -280,13 +297,13 @@ fn start_tree(
             losses: Vec::new(),
         })
     };
-    let tree = Tree {
-        model: model.child_ref(),
-        optimizer: optimizer.child_ref(),
-        loader: loader.child_ref(),
-        checkpointer: checkpointer.child_ref(),
-        metrics: metrics.child_ref(),
-    };
+    let refs = (
+        model.child_ref(),
+        optimizer.child_ref(),
+        loader.child_ref(),
+        checkpointer.child_ref(),
+        metrics.child_ref(),
+    );
     // Every injected fault restarts up to five actors; leave room for them
     // all, and for a few real ones, before the tree gives up.
     let restarts = 5 * (faults as u32 + 4);
@@ -299,7 +316,8 @@ fn start_tree(
         .child(metrics);
     let supervisor =
         Supervisor::start(rt, spec).map_err(|error| TrainError::Failed(error.to_string()))?;
-    Ok((tree, supervisor))
+    let (model, optimizer, loader, checkpointer, metrics) = refs;
+    Ok(Tree { supervisor, model, optimizer, loader, checkpointer, metrics })
 }
 
 struct Driver<'a> {
@@ -337,12 +355,24 @@ impl Driver<'_> {
             rng_state: self.snapshot.rng_state,
         };
         let mut examples = 0u64;
+        // The step that failed last, and how many times in a row.
+        let mut failures = (0u64, 0u32);
         while progress.step < self.total_steps {
             match self.step(&mut progress, &mut examples, started) {
                 Ok(()) => {}
                 Err(Crashed(target, error)) => {
                     // The actor says why it crashed, if it could.
                     let (target, error) = self.shared.take_crash().unwrap_or((target, error));
+                    let failed = progress.step + 1;
+                    failures =
+                        if failures.0 == failed { (failed, failures.1 + 1) } else { (failed, 1) };
+                    if failures.1 > MAX_FAILURES_PER_STEP {
+                        return Err(TrainError::Failed(format!(
+                            "step {failed} failed {} times in a row, the last in the {} actor: {error}",
+                            failures.1,
+                            target.name()
+                        )));
+                    }
                     if self.pending.is_none() {
                         self.pending = Some((target, progress.step + 1, Instant::now(), error));
                     }
@@ -394,16 +424,21 @@ impl Driver<'_> {
     ) -> Result<(), Crashed> {
         let step = progress.step + 1;
         let (batch, loader_after) =
-            call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Next { step, reply })?;
+            self.tree.call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Next {
+                step,
+                reply,
+            })?;
         let epoch = batch.epoch;
-        let grads = call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Compute {
-            step,
-            params: self.params.clone(),
-            batch: batch.clone(),
-            rng_state: progress.rng_state,
-            reply,
-        })?
-        .map_err(|error| Crashed(FaultTarget::Model, error))?;
+        let grads = self
+            .tree
+            .call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Compute {
+                step,
+                params: self.params.clone(),
+                batch: batch.clone(),
+                rng_state: progress.rng_state,
+                reply,
+            })?
+            .map_err(|error| Crashed(FaultTarget::Model, error))?;
         for (action, recovery_time) in &grads.events {
             let recovery = RecoveryInfo {
                 target: FaultTarget::DeviceOom,
@@ -421,10 +456,15 @@ impl Driver<'_> {
             && (step % self.config.checkpoint_every == 0 || step == self.total_steps);
         let snapshot_due =
             step % self.config.snapshot_every == 0 || step == self.total_steps || checkpoint_due;
-        let stepped = call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
-            OptimizerMsg::Step { step, grads: all_grads.clone(), with_state: snapshot_due, reply }
-        })?
-        .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
+        let stepped = self
+            .tree
+            .call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| OptimizerMsg::Step {
+                step,
+                grads: all_grads.clone(),
+                with_state: snapshot_due,
+                reply,
+            })?
+            .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
         let lr = stepped.lr;
 
         // The step is done: commit it.
@@ -439,10 +479,12 @@ impl Driver<'_> {
         }
         if checkpoint_due {
             let checkpoint = self.snapshot.clone();
-            let path = call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
-                CheckpointerMsg::Save { checkpoint: checkpoint.clone(), reply }
-            })?
-            .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
+            let path = self
+                .tree
+                .call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
+                    CheckpointerMsg::Save { checkpoint: checkpoint.clone(), reply }
+                })?
+                .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
             self.observer.on_checkpoint(step, &path);
         }
         if let Some((target, failed_step, since, error)) = self.pending.take() {
@@ -465,10 +507,13 @@ impl Driver<'_> {
             examples_per_sec: *examples as f64 / elapsed,
         });
         if step % self.batches_per_epoch == 0 {
-            let train_loss = call(FaultTarget::Model, &self.tree.metrics, |reply| {
-                MetricsMsg::EpochMean { epoch, reply }
-            })
-            .unwrap_or(f32::NAN);
+            let train_loss = self
+                .tree
+                .call(FaultTarget::Model, &self.tree.metrics, |reply| MetricsMsg::EpochMean {
+                    epoch,
+                    reply,
+                })
+                .unwrap_or(f32::NAN);
             let (test_loss, test_accuracy) =
                 self.evaluate().map_err(|error| Crashed(FaultTarget::Model, error.to_string()))?;
             let info = EpochInfo { epoch, train_loss, test_loss, test_accuracy };
@@ -528,14 +573,18 @@ impl Driver<'_> {
         };
         for attempt in 0.. {
             let restored = (|| -> Result<(), Crashed> {
-                call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
-                    OptimizerMsg::Restore { reply }
-                })?
-                .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
-                call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Restore { reply })?
+                self.tree
+                    .call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| {
+                        OptimizerMsg::Restore { reply }
+                    })?
+                    .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
+                self.tree
+                    .call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Restore {
+                        reply,
+                    })?
                     .map_err(|error| Crashed(FaultTarget::Loader, error))?;
                 let steps = self.snapshot.step;
-                call(FaultTarget::Checkpointer, &self.tree.metrics, |reply| {
+                self.tree.call(FaultTarget::Checkpointer, &self.tree.metrics, |reply| {
                     MetricsMsg::Truncate { steps, reply }
                 })?;
                 Ok(())
@@ -559,7 +608,7 @@ impl Driver<'_> {
     fn evaluate(&mut self) -> Result<(f32, f32), TrainError> {
         let params = self.params.clone();
         for _ in 0..3 {
-            match call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Evaluate {
+            match self.tree.call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Evaluate {
                 params: params.clone(),
                 reply,
             }) {
