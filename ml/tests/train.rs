@@ -108,9 +108,9 @@ fn a_failure_recovery_cannot_cure_stops_the_run_with_the_reason() {
         faults: FaultSchedule::parse("device_lost@5,device_lost@6").unwrap(),
         ..small(1)
     };
-    let started = std::time::Instant::now();
     let error = train(&config, &mut Silent).unwrap_err().to_string();
     assert!(error.contains("training failed"), "{error}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(60), "it gave up promptly");
-    eprintln!("{error}");
+    // It stops as soon as no supervisor is left, rather than waiting out
+    // the driver's call timeout: the reason says so.
+    assert!(error.contains("the training supervisor gave up"), "{error}");
 }
