@@ -686,8 +686,33 @@ impl GpuPoolBuilder {
         self
     }
 
-    /// Starts the GPU supervisor and its actors on `rt`.
+    /// Starts the GPU supervisor and its actors on `rt`, at the top of
+    /// their own tree.
     pub fn start(self, rt: &Runtime) -> Result<GpuPool, GpuPoolError> {
+        let (spec, pool) = self.prepare()?;
+        let supervisor = Supervisor::start(rt, spec).map_err(GpuPoolError::Start)?;
+        Ok(pool(supervisor))
+    }
+
+    /// The GPU supervisor as a child of another tree (a training
+    /// supervisor, say), named `id`, and the pool that reaches its kernel
+    /// actors once that tree starts it. Until then, and while it restarts,
+    /// [`GpuPool::run`] waits for it as it waits for any restarting actor.
+    pub fn child_spec(
+        self,
+        id: impl Into<Arc<str>>,
+    ) -> Result<(ChildSpec<Supervisor>, GpuPool), GpuPoolError> {
+        let (spec, pool) = self.prepare()?;
+        let child = ChildSpec::supervisor(id, spec);
+        let supervisor = child.supervisor_ref();
+        Ok((child, pool(supervisor)))
+    }
+
+    /// The GPU supervisor's spec, and how to make the pool once its
+    /// supervisor has a ref.
+    fn prepare(
+        self,
+    ) -> Result<(SupervisorSpec, impl FnOnce(SupervisorRef) -> GpuPool), GpuPoolError> {
         let actors = self.actors.unwrap_or(self.devices.len());
         if actors == 0 || self.probe_period.is_zero() || self.call_timeout.is_zero() {
             return Err(GpuPoolError::Config(
@@ -734,15 +759,16 @@ impl GpuPoolBuilder {
         for child in specs {
             spec = spec.child(child);
         }
-        let supervisor = Supervisor::start(rt, spec).map_err(GpuPoolError::Start)?;
-        Ok(GpuPool {
+        let (max_migrations, call_timeout) = (self.max_migrations, self.call_timeout);
+        let pool = move |supervisor| GpuPool {
             supervisor,
             kernels,
             shared,
             next: AtomicUsize::new(0),
-            max_migrations: self.max_migrations,
-            call_timeout: self.call_timeout,
-        })
+            max_migrations,
+            call_timeout,
+        };
+        Ok((spec, pool))
     }
 }
 
@@ -920,7 +946,9 @@ impl GpuPool {
         text
     }
 
-    /// Stops the GPU supervisor and its actors.
+    /// Stops the GPU supervisor and its actors (a nested one is then
+    /// restarted by its parent, as any child that exits would be: stop the
+    /// parent's tree instead).
     pub fn shutdown(self) {
         self.supervisor.exit(ExitReason::Shutdown);
     }

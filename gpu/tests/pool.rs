@@ -84,6 +84,31 @@ fn a_job_whose_device_dies_completes_on_the_other_device() {
 }
 
 #[test]
+fn a_pool_nested_in_another_tree_is_restarted_by_it_and_keeps_serving() {
+    use zbmd_rt::ExitReason;
+    use zbmd_rt::supervisor::{Supervisor, SupervisorSpec};
+
+    let rt = runtime();
+    let (child, pool) = GpuPool::builder(vec![cpu(0)]).child_spec("gpu").unwrap();
+    let parent = Supervisor::start(&rt, SupervisorSpec::one_for_one().child(child)).unwrap();
+    let (job, expected) = vector_add(1000);
+    assert_eq!(pool.run(job).unwrap(), expected, "the parent started the pool's actors");
+
+    // Kill the GPU supervisor: its parent restarts it (and its actors), and
+    // the same pool handle reaches the new ones.
+    let before = pool.supervisor().actor().expect("running").pid();
+    assert!(pool.supervisor().exit(ExitReason::Kill));
+    wait_until("the parent restarted the GPU supervisor", || {
+        pool.supervisor().actor().is_some_and(|actor| actor.pid() != before)
+    });
+    let (job, expected) = vector_add(1000);
+    assert_eq!(pool.run(job).unwrap(), expected, "the restarted pool serves jobs");
+    assert!(parent.is_alive());
+    parent.exit(ExitReason::Shutdown);
+    rt.shutdown();
+}
+
+#[test]
 fn transient_errors_are_retried_in_place() {
     let rt = runtime();
     let flaky = faulty(0, [rule(Operation::Launch, Fault::KernelTimeout, Trigger::OnCall(1))]);
