@@ -22,15 +22,13 @@ use crate::nn::Sequential;
 use crate::optim::{LrSchedule, Optimizer, OptimizerConfig, OptimizerState, ParamView};
 use crate::rng::Rng;
 use crate::tensor::{Graph, Tensor};
+use crate::train::commit::{Committed, Params};
 use crate::train::config::FaultTarget;
-
-/// Parameters by name, in model order.
-pub(crate) type Params = Arc<Vec<NamedArray>>;
 
 /// What every actor of one run shares.
 pub(crate) struct Shared {
     /// The newest committed state: what a (re)started actor restores.
-    pub snapshot: Mutex<Arc<Checkpoint>>,
+    pub snapshot: Mutex<Arc<Committed>>,
     /// Faults still to inject: each fires once, the first time its step is
     /// attempted.
     pub faults: Mutex<Vec<(FaultTarget, u64)>>,
@@ -42,6 +40,7 @@ pub(crate) struct Shared {
     /// The training set and how it is batched.
     pub train: Arc<Dataset>,
     pub batch_size: usize,
+    pub batches_per_epoch: u64,
     /// The unit gradients are computed over (0: the micro-batch).
     pub grad_chunk: usize,
     pub optimizer: OptimizerConfig,
@@ -82,7 +81,7 @@ impl Shared {
         self.crash.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
-    pub fn snapshot(&self) -> Arc<Checkpoint> {
+    pub fn snapshot(&self) -> Arc<Committed> {
         self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
@@ -95,23 +94,8 @@ fn injected(shared: &Shared, target: FaultTarget, step: u64) -> ActorError {
     shared.crash(target, format!("injected fault: {} crash at step {step}", target.name()))
 }
 
-/// The parameters held in a snapshot, in model order.
-pub(crate) fn params_of(
-    snapshot: &Checkpoint,
-    names: &[String],
-) -> Result<Vec<NamedArray>, String> {
-    names
-        .iter()
-        .map(|name| {
-            snapshot
-                .tensor(&format!("param.{name}"))
-                .map(|array| NamedArray::new(name.clone(), array.shape.clone(), array.data.clone()))
-                .ok_or_else(|| format!("the snapshot holds no parameter {name:?}"))
-        })
-        .collect()
-}
-
-/// The model's parameter names, as PyTorch's `nn.Sequential` names them.
+/// Builds the model its spec names (`[64, 128, 10]`, or a TOML file's path),
+/// initialized from the seed.
 pub(crate) fn build_model(spec: &str, seed: u64) -> Result<Sequential, String> {
     let mut rng = Rng::new(seed).fork("init");
     let text = if spec.trim_start().starts_with('[') {
@@ -397,29 +381,27 @@ pub(crate) enum OptimizerMsg {
 pub(crate) struct Stepped {
     pub params: Params,
     pub lr: f64,
-    pub state: Option<OptimizerState>,
+    pub state: Option<Arc<OptimizerState>>,
 }
 
 pub(crate) struct OptimizerActor {
     pub shared: Arc<Shared>,
     pub optimizer: Option<Box<dyn Optimizer + Send>>,
     pub params: Vec<NamedArray>,
-    pub names: Vec<String>,
 }
 
 impl OptimizerActor {
-    pub fn new(shared: Arc<Shared>, names: Vec<String>) -> Self {
-        OptimizerActor { shared, optimizer: None, params: Vec::new(), names }
+    pub fn new(shared: Arc<Shared>) -> Self {
+        OptimizerActor { shared, optimizer: None, params: Vec::new() }
     }
 
     fn restore(&mut self) -> Result<(), String> {
         let snapshot = self.shared.snapshot();
         let mut optimizer = self.shared.optimizer.build().map_err(|error| error.to_string())?;
-        let state = optimizer_state_of(&snapshot)?;
-        if state.step > 0 {
-            optimizer.load_state(&state).map_err(|error| error.to_string())?;
+        if snapshot.optimizer.step > 0 {
+            optimizer.load_state(&snapshot.optimizer).map_err(|error| error.to_string())?;
         }
-        self.params = params_of(&snapshot, &self.names)?;
+        self.params = snapshot.params.to_vec();
         self.optimizer = Some(optimizer);
         Ok(())
     }
@@ -454,7 +436,7 @@ impl Actor for OptimizerActor {
                     })
                     .collect();
                 let result = optimizer.step(&mut views).map_err(|error| error.to_string());
-                let state = with_state.then(|| optimizer.state());
+                let state = with_state.then(|| Arc::new(optimizer.state()));
                 reply.reply(result.map(|()| Stepped {
                     params: Arc::new(self.params.clone()),
                     lr,
@@ -467,30 +449,6 @@ impl Actor for OptimizerActor {
         }
         Ok(())
     }
-}
-
-/// The optimizer state kept in a snapshot: arrays as `optim.<name>`
-/// tensors, step and scalars in `extra`.
-pub(crate) fn optimizer_state_of(snapshot: &Checkpoint) -> Result<OptimizerState, String> {
-    let step = snapshot
-        .extra
-        .get("optim.step")
-        .map_or(Ok(0), |text| text.parse::<u64>())
-        .map_err(|e| e.to_string())?;
-    let scalars = match snapshot.extra.get("optim.scalars") {
-        Some(text) => {
-            serde_json::from_str(text).map_err(|error| format!("optimizer scalars: {error}"))?
-        }
-        None => Default::default(),
-    };
-    let arrays = snapshot
-        .tensors
-        .iter()
-        .filter_map(|array| {
-            array.name.strip_prefix("optim.").map(|name| (name.to_owned(), array.data.clone()))
-        })
-        .collect();
-    Ok(OptimizerState { step, arrays, scalars })
 }
 
 // ---------------------------------------------------------------------------
@@ -614,11 +572,14 @@ pub(crate) enum MetricsMsg {
     Record { epoch: u64, loss: f32 },
     /// The mean loss of an epoch's steps so far.
     EpochMean { epoch: u64, reply: ReplyTo<f32> },
-    /// Forgets steps after `step` (they are being replayed).
-    Truncate { steps: u64, reply: ReplyTo<()> },
+    /// Replaces the curve with the committed one (after a crash, whose
+    /// steps since the snapshot are being replayed, or at the start of a
+    /// resumed run).
+    Restore { losses: Vec<f32>, reply: ReplyTo<()> },
 }
 
-/// Keeps every step's loss (the run's training curve).
+/// Keeps every step's loss (the run's training curve). The driver owns the
+/// committed curve and restores this actor from it.
 pub(crate) struct MetricsActor {
     pub shared: Arc<Shared>,
     pub losses: Vec<(u64, f32)>,
@@ -626,19 +587,6 @@ pub(crate) struct MetricsActor {
 
 impl Actor for MetricsActor {
     type Msg = MetricsMsg;
-
-    fn started(&mut self, _: &mut Context<'_, Self>) -> Result<(), ActorError> {
-        // The losses up to the snapshot travel in it.
-        let snapshot = self.shared.snapshot();
-        self.losses = snapshot
-            .tensor("metrics.losses")
-            .zip(snapshot.tensor("metrics.epochs"))
-            .map(|(losses, epochs)| {
-                epochs.data.iter().map(|&e| e as u64).zip(losses.data.iter().copied()).collect()
-            })
-            .unwrap_or_default();
-        Ok(())
-    }
 
     fn handle(&mut self, _: &mut Context<'_, Self>, msg: MetricsMsg) -> Result<(), ActorError> {
         match msg {
@@ -652,8 +600,9 @@ impl Actor for MetricsActor {
                     .collect();
                 reply.reply(losses.iter().sum::<f32>() / losses.len().max(1) as f32);
             }
-            MetricsMsg::Truncate { steps, reply } => {
-                self.losses.truncate(steps as usize);
+            MetricsMsg::Restore { losses, reply } => {
+                let per_epoch = self.shared.batches_per_epoch.max(1);
+                self.losses = (0..).map(|i: u64| i / per_epoch).zip(losses).collect();
                 reply.reply(());
             }
         }

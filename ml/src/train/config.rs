@@ -53,10 +53,13 @@ pub enum FaultTarget {
     DeviceLost,
     /// The model's device runs out of memory (the micro-batch is halved).
     DeviceOom,
+    /// The metrics actor. Not injectable (it is not in [`ALL`](Self::ALL)):
+    /// it names the actor when a real failure there is reported.
+    Metrics,
 }
 
 impl FaultTarget {
-    /// Every target.
+    /// Every target a fault can be injected into.
     pub const ALL: [FaultTarget; 6] = [
         FaultTarget::Model,
         FaultTarget::Optimizer,
@@ -75,6 +78,7 @@ impl FaultTarget {
             FaultTarget::Checkpointer => "checkpointer",
             FaultTarget::DeviceLost => "device_lost",
             FaultTarget::DeviceOom => "device_oom",
+            FaultTarget::Metrics => "metrics",
         }
     }
 

@@ -30,6 +30,7 @@
 //! with `resume`.
 
 pub(crate) mod actors;
+mod commit;
 pub mod config;
 pub mod report;
 
@@ -44,12 +45,13 @@ use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
 use crate::data::{Dataset, LoaderPosition, Normalize};
 use crate::optim::OptimizerState;
 use crate::rng::Rng;
+use commit::{Committed, Params};
 pub use config::{DataSource, FaultSchedule, FaultTarget, TrainConfig};
 pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
 
 use actors::{
     CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, MetricsActor, MetricsMsg,
-    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Params, Shared,
+    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Shared,
 };
 
 /// How long the driver waits for one actor's answer: far above any step.
@@ -175,7 +177,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         Some(dir) => Some(CheckpointStore::open(dir.clone(), config.keep_checkpoints)?),
         None => None,
     };
-    let mut snapshot = initial_snapshot(&model, config.seed);
+    let mut checkpoint = initial_checkpoint(&model, config.seed);
     if config.resume {
         let recovery =
             store.as_ref().expect("validated: resume needs a directory").latest_valid()?;
@@ -183,30 +185,34 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
             observer.on_resume(&format!("skipped {}: {error}", path.display()));
         }
         match recovery.found {
-            Some((checkpoint, path)) => {
+            Some((found, path)) => {
                 observer.on_resume(&format!(
                     "resuming from step {} ({})",
-                    checkpoint.step,
+                    found.step,
                     path.display()
                 ));
-                snapshot = checkpoint;
+                checkpoint = found;
             }
             None => observer.on_resume("no valid checkpoint: starting from step 0"),
         }
     }
+    let (snapshot, losses) = Committed::from_checkpoint(&checkpoint, &names)
+        .map_err(|error| TrainError::Failed(format!("step {}: {error}", checkpoint.step)))?;
     let resumed_from = snapshot.step;
+    let snapshot = Arc::new(snapshot);
 
     let (faulty, devices) = actors::cpu_devices();
     let registry =
         HealthRegistry::new(devices, HealthPolicy::default()).map_err(TrainError::Config)?;
     let shared = Arc::new(Shared {
-        snapshot: Mutex::new(Arc::new(snapshot.clone())),
+        snapshot: Mutex::new(snapshot.clone()),
         faults: Mutex::new(config.faults.at.clone()),
         model_spec: config.model.clone(),
         seed: config.seed,
         test: Arc::new(test_set),
         train: Arc::new(train_set),
         batch_size: config.batch_size,
+        batches_per_epoch,
         grad_chunk: config.grad_chunk,
         optimizer: config.optimizer.clone(),
         schedule: config.schedule.clone(),
@@ -217,16 +223,15 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         crash: Mutex::new(None),
     });
     let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
-    let tree = start_tree(&rt, &shared, &names, config.faults.at.len())?;
+    let tree = start_tree(&rt, &shared, config.faults.at.len())?;
 
     let mut driver = Driver {
         config,
         shared: shared.clone(),
         tree,
-        names,
-        snapshot: Arc::new(snapshot),
-        params: Arc::new(Vec::new()),
-        losses: Vec::new(),
+        params: snapshot.params.clone(),
+        snapshot,
+        losses,
         recoveries: Vec::new(),
         pending: None,
         observer,
@@ -235,20 +240,13 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         history: Vec::new(),
         device: String::new(),
     };
-    driver.params =
-        Arc::new(actors::params_of(&driver.snapshot, &driver.names).map_err(TrainError::Failed)?);
-    driver.losses = driver
-        .snapshot
-        .tensor("metrics.losses")
-        .map(|losses| losses.data.clone())
-        .unwrap_or_default();
     let result = driver.run(started, resumed_from);
     drop(driver);
     rt.shutdown();
     result
 }
 
-fn initial_snapshot(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {
+fn initial_checkpoint(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {
     let tensors = model
         .parameters()
         .into_iter()
@@ -265,19 +263,14 @@ fn initial_snapshot(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {
     }
 }
 
-fn start_tree(
-    rt: &Runtime,
-    shared: &Arc<Shared>,
-    names: &[String],
-    faults: usize,
-) -> Result<Tree, TrainError> {
+fn start_tree(rt: &Runtime, shared: &Arc<Shared>, faults: usize) -> Result<Tree, TrainError> {
     let model = {
         let shared = shared.clone();
         ChildSpec::worker("model", move || ModelActor::new(shared.clone()))
     };
     let optimizer = {
-        let (shared, names) = (shared.clone(), names.to_vec());
-        ChildSpec::worker("optimizer", move || OptimizerActor::new(shared.clone(), names.clone()))
+        let shared = shared.clone();
+        ChildSpec::worker("optimizer", move || OptimizerActor::new(shared.clone()))
     };
     let loader = {
         let shared = shared.clone();
@@ -324,11 +317,11 @@ struct Driver<'a> {
     config: &'a TrainConfig,
     shared: Arc<Shared>,
     tree: Tree,
-    names: Vec<String>,
     /// The newest committed state.
-    snapshot: Arc<Checkpoint>,
+    snapshot: Arc<Committed>,
     /// The parameters after the last completed step.
     params: Params,
+    /// Every completed step's loss (the first `snapshot.step` committed).
     losses: Vec<f32>,
     recoveries: Vec<RecoveryInfo>,
     /// A failure being recovered from: what, at which step, since when.
@@ -354,6 +347,11 @@ impl Driver<'_> {
             loader: self.snapshot.loader,
             rng_state: self.snapshot.rng_state,
         };
+        if !self.losses.is_empty() {
+            self.restore_metrics().map_err(|Crashed(_, error)| {
+                TrainError::Failed(format!("the metrics actor could not restore: {error}"))
+            })?;
+        }
         let mut examples = 0u64;
         // The step that failed last, and how many times in a row.
         let mut failures = (0u64, 0u32);
@@ -475,10 +473,14 @@ impl Driver<'_> {
         let _ = self.tree.metrics.try_send(MetricsMsg::Record { epoch, loss });
         *examples += batch.rows as u64;
         if let Some(state) = stepped.state {
-            self.take_snapshot(progress, state)?;
+            self.commit(progress, state);
         }
         if checkpoint_due {
-            let checkpoint = self.snapshot.clone();
+            let checkpoint = self
+                .snapshot
+                .to_checkpoint(&self.losses, self.batches_per_epoch, &self.config.model)
+                .map(Arc::new)
+                .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
             let path = self
                 .tree
                 .call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
@@ -509,7 +511,7 @@ impl Driver<'_> {
         if step % self.batches_per_epoch == 0 {
             let train_loss = self
                 .tree
-                .call(FaultTarget::Model, &self.tree.metrics, |reply| MetricsMsg::EpochMean {
+                .call(FaultTarget::Metrics, &self.tree.metrics, |reply| MetricsMsg::EpochMean {
                     epoch,
                     reply,
                 })
@@ -524,46 +526,25 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn take_snapshot(&mut self, progress: &Progress, state: OptimizerState) -> Result<(), Crashed> {
-        let mut tensors: Vec<NamedArray> = self
-            .params
-            .iter()
-            .map(|array| {
-                NamedArray::new(
-                    format!("param.{}", array.name),
-                    array.shape.clone(),
-                    array.data.clone(),
-                )
-            })
-            .collect();
-        tensors.extend(state.arrays.iter().map(|(name, data)| {
-            NamedArray::new(format!("optim.{name}"), vec![data.len()], data.clone())
-        }));
-        let losses = &self.losses[..progress.step as usize];
-        let epochs: Vec<f32> =
-            (0..losses.len() as u64).map(|i| (i / self.batches_per_epoch) as f32).collect();
-        tensors.push(NamedArray::new("metrics.losses", vec![losses.len()], losses.to_vec()));
-        tensors.push(NamedArray::new("metrics.epochs", vec![epochs.len()], epochs));
-        let mut extra = std::collections::BTreeMap::new();
-        extra.insert("optim.step".to_owned(), state.step.to_string());
-        extra.insert(
-            "optim.scalars".to_owned(),
-            serde_json::to_string(&state.scalars)
-                .map_err(|error| Crashed(FaultTarget::Optimizer, error.to_string()))?,
-        );
-        extra.insert("model".to_owned(), self.config.model.clone());
-        let mut metrics = std::collections::BTreeMap::new();
-        metrics.insert("loss".to_owned(), f64::from(*losses.last().unwrap_or(&f32::NAN)));
-        self.snapshot = Arc::new(Checkpoint {
+    /// Makes the step `progress` reached the one a crash returns to.
+    fn commit(&mut self, progress: &Progress, optimizer: Arc<OptimizerState>) {
+        self.snapshot = Arc::new(Committed {
             step: progress.step,
-            tensors,
+            params: self.params.clone(),
+            optimizer,
             loader: progress.loader,
             rng_state: progress.rng_state,
-            metrics,
-            extra,
         });
         *self.shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = self.snapshot.clone();
-        Ok(())
+    }
+
+    /// Gives the metrics actor the committed loss curve.
+    fn restore_metrics(&self) -> Result<(), Crashed> {
+        let committed = &self.losses[..self.snapshot.step as usize];
+        self.tree.call(FaultTarget::Metrics, &self.tree.metrics, |reply| MetricsMsg::Restore {
+            losses: committed.to_vec(),
+            reply,
+        })
     }
 
     /// After a crash: every actor back to the snapshot, the driver too.
@@ -583,11 +564,7 @@ impl Driver<'_> {
                         reply,
                     })?
                     .map_err(|error| Crashed(FaultTarget::Loader, error))?;
-                let steps = self.snapshot.step;
-                self.tree.call(FaultTarget::Checkpointer, &self.tree.metrics, |reply| {
-                    MetricsMsg::Truncate { steps, reply }
-                })?;
-                Ok(())
+                self.restore_metrics()
             })();
             match restored {
                 Ok(()) => break,
@@ -595,8 +572,7 @@ impl Driver<'_> {
                 Err(_) => continue,
             }
         }
-        self.params =
-            Arc::new(actors::params_of(&self.snapshot, &self.names).map_err(TrainError::Failed)?);
+        self.params = self.snapshot.params.clone();
         *progress = Progress {
             step: self.snapshot.step,
             loader: self.snapshot.loader,

@@ -1,0 +1,201 @@
+//! The committed state of a run: what a (re)started actor restores, and what
+//! a checkpoint on disk is made from.
+//!
+//! The in-memory form, [`Committed`], is taken as often as every step, so it
+//! copies as little as it can: the parameters are the very `Arc` the
+//! optimizer answered with (already immutable, shared, not copied again),
+//! the optimizer state is the one copy the snapshot needs, and the loss
+//! curve is not copied at all (the driver owns it and never loses it; a
+//! snapshot only says how much of it is committed). The named-tensor
+//! [`Checkpoint`] is built from it only when one is written to disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::checkpoint::{Checkpoint, NamedArray};
+use crate::data::LoaderPosition;
+use crate::optim::OptimizerState;
+
+/// Parameters by name, in model order.
+pub(crate) type Params = Arc<Vec<NamedArray>>;
+
+/// Everything that determines the rest of a run from `step` on, except the
+/// loss curve (the driver's, of which the first `step` entries are committed).
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    pub step: u64,
+    pub params: Params,
+    pub optimizer: Arc<OptimizerState>,
+    pub loader: LoaderPosition,
+    /// The dropout RNG's state.
+    pub rng_state: u64,
+}
+
+impl Committed {
+    /// The state a checkpoint holds, and its loss curve.
+    pub fn from_checkpoint(
+        checkpoint: &Checkpoint,
+        names: &[String],
+    ) -> Result<(Committed, Vec<f32>), String> {
+        let params = names
+            .iter()
+            .map(|name| {
+                checkpoint
+                    .tensor(&format!("param.{name}"))
+                    .map(|array| {
+                        NamedArray::new(name.clone(), array.shape.clone(), array.data.clone())
+                    })
+                    .ok_or_else(|| format!("the checkpoint holds no parameter {name:?}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let losses = checkpoint
+            .tensor("metrics.losses")
+            .map(|losses| losses.data.clone())
+            .unwrap_or_default();
+        if losses.len() as u64 != checkpoint.step {
+            return Err(format!(
+                "the checkpoint of step {} holds {} losses",
+                checkpoint.step,
+                losses.len()
+            ));
+        }
+        let committed = Committed {
+            step: checkpoint.step,
+            params: Arc::new(params),
+            optimizer: Arc::new(optimizer_state_of(checkpoint)?),
+            loader: checkpoint.loader,
+            rng_state: checkpoint.rng_state,
+        };
+        Ok((committed, losses))
+    }
+
+    /// The checkpoint to write to disk: parameters as `param.<name>`, the
+    /// optimizer's arrays as `optim.<name>` (its step and scalars in `extra`),
+    /// and the loss curve (with each loss's epoch) as `metrics.*`.
+    pub fn to_checkpoint(
+        &self,
+        losses: &[f32],
+        batches_per_epoch: u64,
+        model: &str,
+    ) -> Result<Checkpoint, String> {
+        let losses = &losses[..self.step as usize];
+        let mut tensors: Vec<NamedArray> = self
+            .params
+            .iter()
+            .map(|array| {
+                NamedArray::new(
+                    format!("param.{}", array.name),
+                    array.shape.clone(),
+                    array.data.clone(),
+                )
+            })
+            .collect();
+        tensors.extend(self.optimizer.arrays.iter().map(|(name, data)| {
+            NamedArray::new(format!("optim.{name}"), vec![data.len()], data.clone())
+        }));
+        let epochs: Vec<f32> =
+            (0..losses.len() as u64).map(|i| (i / batches_per_epoch) as f32).collect();
+        tensors.push(NamedArray::new("metrics.losses", vec![losses.len()], losses.to_vec()));
+        tensors.push(NamedArray::new("metrics.epochs", vec![epochs.len()], epochs));
+        let mut extra = BTreeMap::new();
+        extra.insert("optim.step".to_owned(), self.optimizer.step.to_string());
+        extra.insert(
+            "optim.scalars".to_owned(),
+            serde_json::to_string(&self.optimizer.scalars)
+                .map_err(|error| format!("optimizer scalars: {error}"))?,
+        );
+        extra.insert("model".to_owned(), model.to_owned());
+        let mut metrics = BTreeMap::new();
+        metrics.insert("loss".to_owned(), f64::from(*losses.last().unwrap_or(&f32::NAN)));
+        Ok(Checkpoint {
+            step: self.step,
+            tensors,
+            loader: self.loader,
+            rng_state: self.rng_state,
+            metrics,
+            extra,
+        })
+    }
+}
+
+/// The optimizer state kept in a checkpoint: arrays as `optim.<name>`
+/// tensors, step and scalars in `extra`.
+fn optimizer_state_of(checkpoint: &Checkpoint) -> Result<OptimizerState, String> {
+    let step = checkpoint
+        .extra
+        .get("optim.step")
+        .map_or(Ok(0), |text| text.parse::<u64>())
+        .map_err(|error| format!("optimizer step: {error}"))?;
+    let scalars = match checkpoint.extra.get("optim.scalars") {
+        Some(text) => {
+            serde_json::from_str(text).map_err(|error| format!("optimizer scalars: {error}"))?
+        }
+        None => Default::default(),
+    };
+    let arrays = checkpoint
+        .tensors
+        .iter()
+        .filter_map(|array| {
+            array.name.strip_prefix("optim.").map(|name| (name.to_owned(), array.data.clone()))
+        })
+        .collect();
+    Ok(OptimizerState { step, arrays, scalars })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed() -> (Committed, Vec<f32>) {
+        let params = vec![
+            NamedArray::new("0.weight", vec![2, 3], vec![1.0, -2.0, 3.5, f32::MIN, 0.0, -0.0]),
+            NamedArray::new("0.bias", vec![2], vec![0.25, 7.0]),
+        ];
+        let mut scalars = BTreeMap::new();
+        scalars.insert("lr".to_owned(), 0.1);
+        let optimizer = OptimizerState {
+            step: 3,
+            arrays: vec![("0.weight.momentum".to_owned(), vec![0.5; 6])],
+            scalars,
+        };
+        let committed = Committed {
+            step: 3,
+            params: Arc::new(params),
+            optimizer: Arc::new(optimizer),
+            loader: LoaderPosition::default(),
+            rng_state: 99,
+        };
+        (committed, vec![2.0, 1.5, 1.25, 9.0])
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_the_committed_state_and_its_losses() {
+        let (committed, losses) = committed();
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]").unwrap();
+        // Only the committed losses travel: the fourth is past the step.
+        assert_eq!(checkpoint.tensor("metrics.losses").unwrap().data, vec![2.0, 1.5, 1.25]);
+        assert_eq!(checkpoint.tensor("metrics.epochs").unwrap().data, vec![0.0, 0.0, 1.0]);
+        let names = vec!["0.weight".to_owned(), "0.bias".to_owned()];
+        let (back, back_losses) = Committed::from_checkpoint(&checkpoint, &names).unwrap();
+        assert_eq!(back_losses, vec![2.0, 1.5, 1.25]);
+        assert_eq!(back.step, 3);
+        assert_eq!(back.rng_state, 99);
+        assert_eq!(back.params, committed.params);
+        assert_eq!(*back.optimizer, *committed.optimizer);
+    }
+
+    #[test]
+    fn a_checkpoint_missing_a_parameter_or_losses_is_refused() {
+        let (committed, losses) = committed();
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]").unwrap();
+        let names = vec!["0.weight".to_owned(), "1.weight".to_owned()];
+        let error = Committed::from_checkpoint(&checkpoint, &names).unwrap_err();
+        assert!(error.contains("1.weight"), "{error}");
+
+        let mut short = checkpoint.clone();
+        short.tensors.retain(|array| array.name != "metrics.losses");
+        let names = vec!["0.weight".to_owned(), "0.bias".to_owned()];
+        let error = Committed::from_checkpoint(&short, &names).unwrap_err();
+        assert!(error.contains("0 losses"), "{error}");
+    }
+}
