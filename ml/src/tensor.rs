@@ -3,24 +3,32 @@
 //! A [`Tensor`] is an n-dimensional array with a shape, strides and a storage
 //! dtype: computation is always in `f32`, while `f16` and `bf16` (through the
 //! `half` crate) exist as storage formats that [`Tensor::to_dtype`] converts
-//! to and from. Storage is a [`Storage`] enum whose one variant today is host
-//! memory, shared copy-on-write between views, so that device storage can be
-//! added beside it later.
+//! to and from. Storage is a [`Storage`] enum: host memory, shared
+//! copy-on-write between views, or one buffer on a zbmd-gpu [`Device`]
+//! ([`Tensor::to_device`], [`Tensor::to_host`]). Device storage is `f32`
+//! only, and a device tensor is a place to keep values, not to compute on:
+//! host accessors refuse it with [`TensorError::OnDevice`] (or, where they
+//! return no `Result`, panic saying so), and the graph computes on the host,
+//! optionally sending its matrix products to a device through a
+//! [`MatmulBackend`].
 //!
 //! Differentiation is a tape ([`Graph`]): every operation on [`Var`]s records
 //! a node, and [`Graph::backward`] walks the tape in reverse, the classic
 //! reverse-mode scheme (Griewank and Walther, *Evaluating Derivatives*, 2008).
 //! Matrix products go through the `gemm` crate.
 
+mod device;
 mod graph;
 mod kernels;
 
 use std::sync::Arc;
 
 use half::{bf16, f16};
+use zbmd_gpu::{Device, DeviceId, ErrorClass};
 
 use crate::rng::Rng;
 
+pub use device::{DeviceData, MatmulBackend, PoolMatmul};
 pub use graph::{Gradients, Graph, Var};
 pub use kernels::erf;
 
@@ -127,6 +135,33 @@ pub enum TensorError {
         /// What is wrong.
         what: String,
     },
+    /// A host accessor was called on a tensor whose elements live on a
+    /// device.
+    #[error("{op}: tensor lives on {device}; move it to the host first (Tensor::to_host)")]
+    OnDevice {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The device holding the elements (`vulkan:0`).
+        device: String,
+    },
+    /// A device (or the pool running work on devices) failed.
+    #[error("{op}: {class}: {message}")]
+    Device {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// What the caller can do about it (retry, ask for less memory,
+        /// move to another device, fix the request).
+        class: ErrorClass,
+        /// The device's or the pool's own description of the failure.
+        message: String,
+    },
+}
+
+impl TensorError {
+    /// A device failure during `op`, classified as zbmd-gpu classifies it.
+    pub fn device(op: &'static str, error: &zbmd_gpu::GpuError) -> TensorError {
+        TensorError::Device { op, class: error.class(), message: error.to_string() }
+    }
 }
 
 /// The storage format of a tensor's elements. Arithmetic is always `f32`.
@@ -179,12 +214,14 @@ impl HostData {
     }
 }
 
-/// Where a tensor's elements live. Only host memory today; device storage
-/// (zbmd-gpu buffers) joins as further variants.
+/// Where a tensor's elements live.
 #[derive(Debug, Clone)]
 pub enum Storage {
     /// Host memory.
     Host(HostData),
+    /// One `f32` buffer on a zbmd-gpu device, shared between views and freed
+    /// when the last of them is dropped.
+    Device(DeviceData),
 }
 
 /// An n-dimensional array: shape, strides (in elements), an offset into its
@@ -281,11 +318,70 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// The storage dtype.
+    /// The storage dtype (always `F32` on a device).
     pub fn dtype(&self) -> DType {
         match &self.storage {
             Storage::Host(data) => data.dtype(),
+            Storage::Device(_) => DType::F32,
         }
+    }
+
+    /// The device holding the elements, or `None` for host memory.
+    pub fn device(&self) -> Option<DeviceId> {
+        match &self.storage {
+            Storage::Host(_) => None,
+            Storage::Device(data) => Some(data.device_id()),
+        }
+    }
+
+    /// Whether the elements are in host memory (every accessor works).
+    pub fn is_on_host(&self) -> bool {
+        matches!(self.storage, Storage::Host(_))
+    }
+
+    /// A copy of this tensor on `device`, row-major and `f32` (a `f16` or
+    /// `bf16` tensor is widened first): one allocation, one upload on a
+    /// fresh stream, then a synchronize, so the copy is complete when this
+    /// returns. A tensor already on this very device object is shared, not
+    /// copied; one on another device goes through the host.
+    pub fn to_device(&self, device: &Arc<dyn Device>) -> Result<Tensor, TensorError> {
+        let values = match &self.storage {
+            Storage::Device(data) if data.is_on(device) => return Ok(self.clone()),
+            Storage::Device(_) => return self.to_host()?.to_device(device),
+            Storage::Host(_) => match self.as_f32_slice() {
+                Some(slice) => std::borrow::Cow::Borrowed(slice),
+                None => std::borrow::Cow::Owned(self.to_vec_f32()),
+            },
+        };
+        let data = DeviceData::upload(device, &values)?;
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            strides: contiguous_strides(&self.shape),
+            offset: 0,
+            storage: Storage::Device(data),
+        })
+    }
+
+    /// A row-major `f32` copy of this tensor in host memory, downloaded on a
+    /// fresh stream (only the elements this view covers when it is
+    /// contiguous, the whole buffer otherwise). A host tensor is returned
+    /// as it is, shared.
+    pub fn to_host(&self) -> Result<Tensor, TensorError> {
+        let Storage::Device(data) = &self.storage else {
+            return Ok(self.clone());
+        };
+        if self.is_contiguous() {
+            let values = data.download(self.offset, self.numel())?;
+            return Tensor::from_vec(values, &self.shape);
+        }
+        let whole = data.download(0, data.len_f32())?;
+        let view = Tensor {
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+            storage: Storage::Host(HostData::F32(Arc::new(whole))),
+        };
+        Ok(view.contiguous())
     }
 
     /// The storage.
@@ -299,10 +395,20 @@ impl Tensor {
         self.shape.iter().zip(self.strides.iter().zip(&want)).all(|(&n, (&s, &w))| n <= 1 || s == w)
     }
 
-    fn host(&self) -> &HostData {
+    /// The host elements, or [`TensorError::OnDevice`] naming `op`.
+    fn host(&self, op: &'static str) -> Result<&HostData, TensorError> {
         match &self.storage {
-            Storage::Host(data) => data,
+            Storage::Host(data) => Ok(data),
+            Storage::Device(data) => {
+                Err(TensorError::OnDevice { op, device: data.device_id().to_string() })
+            }
         }
+    }
+
+    /// The host elements for an accessor that returns no `Result`; panics
+    /// with the [`TensorError::OnDevice`] message on a device tensor.
+    fn host_or_panic(&self, op: &'static str) -> &HostData {
+        self.host(op).unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Storage offset of each logical element, in row-major order.
@@ -329,28 +435,34 @@ impl Tensor {
     }
 
     /// The elements as `f32`, in row-major logical order.
+    ///
+    /// # Panics
+    ///
+    /// On a device tensor (call [`to_host`](Self::to_host) first).
     pub fn to_vec_f32(&self) -> Vec<f32> {
         if let Some(slice) = self.as_f32_slice() {
             return slice.to_vec();
         }
-        let host = self.host();
+        let host = self.host_or_panic("to_vec_f32");
         let mut out = Vec::with_capacity(self.numel());
         self.for_each_offset(|at| out.push(host.get(at)));
         out
     }
 
-    /// The elements, when this is a contiguous `f32` tensor.
+    /// The elements, when this is a contiguous `f32` tensor in host memory
+    /// (`None` on a device: see [`is_on_host`](Self::is_on_host)).
     pub fn as_f32_slice(&self) -> Option<&[f32]> {
-        match self.host() {
-            HostData::F32(v) if self.is_contiguous() => {
+        match &self.storage {
+            Storage::Host(HostData::F32(v)) if self.is_contiguous() => {
                 Some(&v[self.offset..self.offset + self.numel()])
             }
             _ => None,
         }
     }
 
-    /// The elements for writing, when this is a contiguous `f32` tensor;
-    /// storage shared with another tensor is copied first.
+    /// The elements for writing, when this is a contiguous `f32` tensor in
+    /// host memory (`None` on a device); storage shared with another tensor
+    /// is copied first.
     pub fn as_f32_slice_mut(&mut self) -> Option<&mut [f32]> {
         if !self.is_contiguous() {
             return None;
@@ -359,20 +471,27 @@ impl Tensor {
         let offset = self.offset;
         match &mut self.storage {
             Storage::Host(HostData::F32(v)) => Some(&mut Arc::make_mut(v)[offset..offset + numel]),
-            Storage::Host(_) => None,
+            Storage::Host(_) | Storage::Device(_) => None,
         }
     }
 
     /// A row-major `f32` copy (or this tensor, shared, if it already is one).
+    ///
+    /// # Panics
+    ///
+    /// On a device tensor that is not already row-major from its buffer's
+    /// start (call [`to_host`](Self::to_host) first).
     pub fn contiguous(&self) -> Tensor {
         if self.dtype() == DType::F32 && self.is_contiguous() && self.offset == 0 {
             return self.clone();
         }
+        self.host_or_panic("contiguous");
         Tensor::from_parts(HostData::F32(Arc::new(self.to_vec_f32())), &self.shape)
     }
 
     /// The same elements with a new shape of equal element count. Shares
-    /// storage when contiguous, copies otherwise.
+    /// storage when contiguous, copies otherwise (which a device tensor
+    /// cannot: [`TensorError::OnDevice`]).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
         let numel: usize = shape.iter().product();
         if numel != self.numel() {
@@ -381,6 +500,9 @@ impl Tensor {
                 left: self.shape.clone(),
                 right: shape.to_vec(),
             });
+        }
+        if !self.is_contiguous() {
+            self.host("reshape (copy of a strided view)")?;
         }
         let base = if self.is_contiguous() { self.clone() } else { self.contiguous() };
         Ok(Tensor {
@@ -419,8 +541,9 @@ impl Tensor {
                 shape: self.shape.clone(),
             });
         }
+        let host = self.host("get")?;
         let at = self.offset + index.iter().zip(&self.strides).map(|(i, s)| i * s).sum::<usize>();
-        Ok(self.host().get(at))
+        Ok(host.get(at))
     }
 
     /// Sub-tensor `i` along the first dimension, as a view sharing storage.
@@ -442,10 +565,16 @@ impl Tensor {
 
     /// A row-major copy stored as `dtype` (rounding to nearest for `f16` and
     /// `bf16`).
+    ///
+    /// # Panics
+    ///
+    /// On a device tensor, unless it already is row-major `f32` (call
+    /// [`to_host`](Self::to_host) first).
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
         if dtype == self.dtype() && self.is_contiguous() {
             return self.clone();
         }
+        self.host_or_panic("to_dtype");
         let values = self.to_vec_f32();
         let data = match dtype {
             DType::F32 => HostData::F32(Arc::new(values)),
@@ -492,8 +621,12 @@ impl Tensor {
     }
 
     /// The elements as little-endian bytes of the storage dtype, row-major.
+    ///
+    /// # Panics
+    ///
+    /// On a device tensor (call [`to_host`](Self::to_host) first).
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        let host = self.host();
+        let host = self.host_or_panic("to_le_bytes");
         let mut out = Vec::with_capacity(self.numel() * self.dtype().size_bytes());
         self.for_each_offset(|at| match host {
             HostData::F32(v) => out.extend_from_slice(&v[at].to_le_bytes()),

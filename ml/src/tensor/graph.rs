@@ -6,9 +6,16 @@
 //! values and gradients back, and the next step's nodes take them in the
 //! same order, so a training loop that rebuilds the same graph each step
 //! stops allocating element buffers after its first step.
+//!
+//! Matrix products (forward `matmul` and `linear`, and their four backward
+//! products) run on the host through `gemm`, or through a
+//! [`MatmulBackend`] set with [`Graph::set_matmul_backend`].
 
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::device::MatmulBackend;
 use super::kernels::{self, Mat};
 use super::{Tensor, TensorError};
 use crate::rng::Rng;
@@ -136,6 +143,57 @@ pub struct Graph {
     tape: u64,
     nodes: Vec<Node>,
     pool: Vec<Vec<f32>>,
+    backend: Backend,
+}
+
+/// Where the graph's matrix products run: `None` is the host's `gemm`.
+#[derive(Clone, Default)]
+struct Backend(Option<Arc<dyn MatmulBackend>>);
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("host gemm"),
+            Some(backend) => f.write_str(&backend.describe()),
+        }
+    }
+}
+
+/// One matrix product, `dst[m x n] = (accumulate ? dst : 0) + lhs[m x k] *
+/// rhs[k x n]`, on the host or on `backend`. A backend takes row-major
+/// operands only, so a strided one (a transposed view) is first copied into
+/// a scratch buffer from `pool`, which gets it back afterwards: once warm,
+/// no step allocates for it.
+#[allow(clippy::too_many_arguments)] // the product's operands, sizes, and where it runs
+fn product(
+    backend: &Backend,
+    pool: &mut Vec<Vec<f32>>,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<(), TensorError> {
+    let Some(backend) = &backend.0 else {
+        kernels::matmul(dst, accumulate, lhs, rhs, m, n, k);
+        return Ok(());
+    };
+    let copy = |pool: &mut Vec<Vec<f32>>, mat: Mat<'_>, rows: usize, cols: usize| {
+        let mut buffer = take_buffer(pool, rows * cols);
+        mat.copy_into(&mut buffer, rows, cols);
+        buffer
+    };
+    let lhs_copy = (!lhs.is_row_major(m, k)).then(|| copy(pool, lhs, m, k));
+    let rhs_copy = (!rhs.is_row_major(k, n)).then(|| copy(pool, rhs, k, n));
+    let a = lhs_copy.as_deref().unwrap_or(&lhs.data[..m * k]);
+    let b = rhs_copy.as_deref().unwrap_or(&rhs.data[..k * n]);
+    let result = backend.matmul(dst, accumulate, a, b, m, n, k);
+    // Back in the reverse order of taking, so the next step pops the same ones.
+    pool.extend(rhs_copy);
+    pool.extend(lhs_copy);
+    result
 }
 
 impl Default for Graph {
@@ -189,7 +247,21 @@ fn grad_of<'g>(
 impl Graph {
     /// An empty graph.
     pub fn new() -> Graph {
-        Graph { tape: fresh_tape(), nodes: Vec::new(), pool: Vec::new() }
+        Graph { tape: fresh_tape(), nodes: Vec::new(), pool: Vec::new(), backend: Backend(None) }
+    }
+
+    /// Sends every matrix product, forward and backward, to `backend`
+    /// (`None`: back to the host's `gemm`, bit-for-bit today's results).
+    /// Its failures come out of [`matmul`](Self::matmul),
+    /// [`linear`](Self::linear) and [`backward`](Self::backward).
+    pub fn set_matmul_backend(&mut self, backend: Option<Arc<dyn MatmulBackend>>) {
+        self.backend = Backend(backend);
+    }
+
+    /// Where the matrix products run, in words ("host gemm", or the
+    /// backend's [`describe`](MatmulBackend::describe)).
+    pub fn matmul_backend(&self) -> String {
+        format!("{:?}", self.backend)
     }
 
     /// Forgets every node (their buffers return to the pool for the next
@@ -258,7 +330,12 @@ impl Graph {
         take_buffer(&mut self.pool, len)
     }
 
-    fn leaf(&mut self, tensor: &Tensor, requires_grad: bool) -> Var {
+    fn leaf(&mut self, tensor: &Tensor, requires_grad: bool, op: &'static str) -> Var {
+        if let Some(device) = tensor.device() {
+            // The tape computes on the host; an implicit download here would
+            // hide a transfer (and its failure) inside an infallible call.
+            panic!("{}", TensorError::OnDevice { op, device: device.to_string() });
+        }
         let mut value = self.buffer(0);
         match tensor.as_f32_slice() {
             Some(slice) => value.extend_from_slice(slice),
@@ -269,14 +346,23 @@ impl Graph {
     }
 
     /// Records a constant (no gradient is computed for it).
+    ///
+    /// # Panics
+    ///
+    /// On a device tensor: the graph computes on the host, so move it with
+    /// [`Tensor::to_host`] first.
     pub fn input(&mut self, tensor: &Tensor) -> Var {
-        self.leaf(tensor, false)
+        self.leaf(tensor, false, "Graph::input")
     }
 
     /// Records a trainable leaf: [`backward`](Self::backward) computes its
     /// gradient, summed over every use.
+    ///
+    /// # Panics
+    ///
+    /// On a device tensor, as [`input`](Self::input).
     pub fn param(&mut self, tensor: &Tensor) -> Var {
-        self.leaf(tensor, true)
+        self.leaf(tensor, true, "Graph::param")
     }
 
     /// Records a leaf from a slice, trainable or not.
@@ -316,7 +402,9 @@ impl Graph {
         let (k, n) = (sb[0], sb[1]);
         let m = sa.iter().product::<usize>() / k.max(1);
         let mut out = self.buffer(m * n);
-        kernels::matmul(
+        let done = product(
+            &self.backend,
+            &mut self.pool,
             &mut out,
             false,
             Mat::rows(&self.nodes[a.index].value, k),
@@ -325,6 +413,10 @@ impl Graph {
             n,
             k,
         );
+        if let Err(error) = done {
+            self.pool.push(out);
+            return Err(error);
+        }
         let mut shape = sa;
         *shape.last_mut().expect("rank >= 2") = n;
         let aux = self.buffer(0);
@@ -357,7 +449,9 @@ impl Graph {
             let bv = &self.nodes[b.index].value;
             out.chunks_exact_mut(n.max(1)).for_each(|row| row.copy_from_slice(bv));
         }
-        kernels::matmul(
+        let done = product(
+            &self.backend,
+            &mut self.pool,
             &mut out,
             bias.is_some(),
             Mat::rows(&self.nodes[x.index].value, k),
@@ -366,6 +460,10 @@ impl Graph {
             n,
             k,
         );
+        if let Err(error) = done {
+            self.pool.push(out);
+            return Err(error);
+        }
         let mut shape = sx;
         *shape.last_mut().expect("rank >= 1") = n;
         let aux = self.buffer(0);
@@ -733,8 +831,13 @@ impl Graph {
                 continue;
             }
             let Some(g) = grads[i].take() else { continue };
-            backprop(&self.nodes, i, &g, &mut grads, &mut self.pool);
+            let done = backprop(&self.nodes, &self.backend, i, &g, &mut grads, &mut self.pool);
             grads[i] = Some(g);
+            if let Err(error) = done {
+                // The partial gradients are useless; their buffers are not.
+                self.pool.extend(grads.into_iter().rev().flatten());
+                return Err(error);
+            }
         }
         for (i, node) in self.nodes.iter().enumerate() {
             if matches!(node.op, Op::Leaf) && node.requires_grad && grads[i].is_none() {
@@ -762,13 +865,15 @@ fn transpose_into(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, accumu
 }
 
 /// Adds node `i`'s contribution (its gradient `g`) to its inputs' gradients.
+/// Only the matrix products can fail (on a backend).
 fn backprop(
     nodes: &[Node],
+    backend: &Backend,
     i: usize,
     g: &[f32],
     grads: &mut [Option<Vec<f32>>],
     pool: &mut Vec<Vec<f32>>,
-) {
+) -> Result<(), TensorError> {
     let node = &nodes[i];
     let wants = |j: usize| nodes[j].requires_grad;
     let value = |j: usize| nodes[j].value.as_slice();
@@ -778,24 +883,28 @@ fn backprop(
             if wants(a) {
                 // dA += dC * B^T
                 let da = grad_of(grads, pool, nodes, a);
-                kernels::matmul(da, true, Mat::rows(g, n), Mat::transposed(value(b), n), m, k, n);
+                let (lhs, rhs) = (Mat::rows(g, n), Mat::transposed(value(b), n));
+                product(backend, pool, da, true, lhs, rhs, m, k, n)?;
             }
             if wants(b) {
                 // dB += A^T * dC
                 let db = grad_of(grads, pool, nodes, b);
-                kernels::matmul(db, true, Mat::transposed(value(a), k), Mat::rows(g, n), k, n, m);
+                let (lhs, rhs) = (Mat::transposed(value(a), k), Mat::rows(g, n));
+                product(backend, pool, db, true, lhs, rhs, k, n, m)?;
             }
         }
         Op::Linear { x, w, bias, m, k, n } => {
             if wants(x) {
                 // dX += dY * W   (W is [n, k])
                 let dx = grad_of(grads, pool, nodes, x);
-                kernels::matmul(dx, true, Mat::rows(g, n), Mat::rows(value(w), k), m, k, n);
+                let (lhs, rhs) = (Mat::rows(g, n), Mat::rows(value(w), k));
+                product(backend, pool, dx, true, lhs, rhs, m, k, n)?;
             }
             if wants(w) {
                 // dW += dY^T * X
                 let dw = grad_of(grads, pool, nodes, w);
-                kernels::matmul(dw, true, Mat::transposed(g, n), Mat::rows(value(x), k), n, k, m);
+                let (lhs, rhs) = (Mat::transposed(g, n), Mat::rows(value(x), k));
+                product(backend, pool, dw, true, lhs, rhs, n, k, m)?;
             }
             if let Some(b) = bias.filter(|&b| wants(b)) {
                 let db = grad_of(grads, pool, nodes, b);
@@ -880,6 +989,7 @@ fn backprop(
             da.iter_mut().zip(g).zip(&node.aux).for_each(|((d, v), m)| *d += v * m);
         }
     }
+    Ok(())
 }
 
 fn backprop_binary(

@@ -24,6 +24,27 @@ impl<'a> Mat<'a> {
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }
+
+    /// Whether the first `rows * cols` elements of `data` are this
+    /// `rows x cols` matrix in row-major order.
+    pub fn is_row_major(&self, rows: usize, cols: usize) -> bool {
+        let unit_rows = rows <= 1 || self.rs == cols;
+        let unit_cols = cols <= 1 || self.cs == 1;
+        unit_rows && unit_cols && self.data.len() >= rows * cols
+    }
+
+    /// Copies the `rows x cols` matrix into `dst` in row-major order.
+    pub fn copy_into(&self, dst: &mut [f32], rows: usize, cols: usize) {
+        assert!(dst.len() == rows * cols, "copy_into: dst holds {}, not {rows}x{cols}", dst.len());
+        assert!(self.fits(rows, cols), "copy_into: strides exceed the buffer");
+        if cols == 0 {
+            return;
+        }
+        for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
+            let start = r * self.rs;
+            row.iter_mut().enumerate().for_each(|(c, d)| *d = self.data[start + c * self.cs]);
+        }
+    }
 }
 
 /// `dst[m x n] (row-major) = (accumulate ? dst : 0) + lhs[m x k] * rhs[k x n]`.
@@ -253,6 +274,20 @@ pub(crate) fn broadcast_for_each(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transposed_view_is_copied_row_major_and_recognised() {
+        let data: Vec<f32> = (0..6).map(|x| x as f32).collect(); // [[0,1,2],[3,4,5]]
+        assert!(Mat::rows(&data, 3).is_row_major(2, 3));
+        let t = Mat::transposed(&data, 3); // [[0,3],[1,4],[2,5]]
+        assert!(!t.is_row_major(3, 2));
+        let mut out = vec![0.0; 6];
+        t.copy_into(&mut out, 3, 2);
+        assert_eq!(out, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        // One row of a transposed single column is already row-major.
+        assert!(Mat::transposed(&data[..3], 1).is_row_major(1, 3));
+        assert!(!Mat::rows(&data[..5], 3).is_row_major(2, 3), "too short for 2x3");
+    }
 
     #[test]
     fn erf_matches_reference_values() {

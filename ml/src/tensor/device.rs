@@ -1,0 +1,313 @@
+//! Tensors on zbmd-gpu devices: [`DeviceData`], the owner of one device
+//! buffer behind [`Storage::Device`](super::Storage::Device), and
+//! [`MatmulBackend`], the seam through which a [`Graph`](super::Graph) sends
+//! its matrix products somewhere other than the host's `gemm`.
+//!
+//! The one backend here, [`PoolMatmul`], runs each product as a job on a
+//! [`GpuPool`]: the pool's kernel actors retry transient device errors and
+//! move to a healthy device when theirs is lost, so a training step survives
+//! a device dying under it. It is offload, not residency: both operands
+//! travel host → device and the result device → host for every product, and
+//! every other graph operation (elementwise, softmax, reductions) stays on
+//! the host. It pays off when products dominate and the device is much
+//! faster than the host; for small models the transfers cost more than the
+//! arithmetic saves.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use zbmd_gpu::{
+    Buffer, Device, DeviceId, ErrorClass, GpuError, GpuPool, Job, JobError, Op, Stream,
+};
+
+use super::TensorError;
+
+/// One `f32` buffer on a device, shared between the tensors (views) that use
+/// it and freed on the device when the last of them is dropped.
+///
+/// Only `f32` lives on devices: a `f16` or `bf16` host tensor is widened on
+/// its way there.
+#[derive(Clone)]
+pub struct DeviceData {
+    owner: Arc<Owner>,
+}
+
+/// The buffer and the device that holds it; frees the buffer on drop.
+struct Owner {
+    device: Arc<dyn Device>,
+    buffer: Buffer,
+    len_f32: usize,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Drop cannot report: a device that is already lost has taken the
+        // buffer with it, and anything else is a bug worth a log line.
+        if let Err(error) = self.device.free(self.buffer) {
+            tracing::warn!(device = %self.device.id(), %error, "freeing a tensor's device buffer failed");
+        }
+    }
+}
+
+impl fmt::Debug for DeviceData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceData")
+            .field("device", &self.device_id())
+            .field("buffer", &self.owner.buffer)
+            .field("len_f32", &self.owner.len_f32)
+            .finish()
+    }
+}
+
+impl DeviceData {
+    /// Copies `values` into a fresh buffer on `device` and waits until the
+    /// copy is complete.
+    pub(crate) fn upload(
+        device: &Arc<dyn Device>,
+        values: &[f32],
+    ) -> Result<DeviceData, TensorError> {
+        const OP: &str = "to_device";
+        let bytes = values.len().checked_mul(4).ok_or_else(|| TensorError::InvalidArgument {
+            op: OP,
+            what: format!("{} elements overflow a byte count", values.len()),
+        })?;
+        // Some backends refuse zero-byte buffers; an empty tensor takes one
+        // word it never uses.
+        let buffer = device.alloc(bytes.max(4)).map_err(|e| TensorError::device(OP, &e))?;
+        // Owned from here, so every early return below frees the buffer.
+        let data = DeviceData {
+            owner: Arc::new(Owner { device: Arc::clone(device), buffer, len_f32: values.len() }),
+        };
+        if !values.is_empty() {
+            on_stream(&**device, OP, |stream| {
+                device.write(stream, buffer, 0, bytemuck::cast_slice(values))
+            })?;
+        }
+        Ok(data)
+    }
+
+    /// Reads `len` elements from element `offset` into host memory.
+    pub(crate) fn download(&self, offset: usize, len: usize) -> Result<Vec<f32>, TensorError> {
+        const OP: &str = "to_host";
+        assert!(
+            offset + len <= self.owner.len_f32,
+            "to_host: elements {offset}..{} are outside the buffer's {}",
+            offset + len,
+            self.owner.len_f32
+        );
+        let mut values = vec![0.0f32; len];
+        if len > 0 {
+            let device = &*self.owner.device;
+            on_stream(device, OP, |stream| {
+                device.read(
+                    stream,
+                    self.owner.buffer,
+                    offset * 4,
+                    bytemuck::cast_slice_mut(&mut values),
+                )
+            })?;
+        }
+        Ok(values)
+    }
+
+    /// The device holding the buffer.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.owner.device
+    }
+
+    /// The id of the device holding the buffer.
+    pub fn device_id(&self) -> DeviceId {
+        self.owner.device.id()
+    }
+
+    /// The device's handle for the buffer (valid while this value lives).
+    pub fn buffer(&self) -> Buffer {
+        self.owner.buffer
+    }
+
+    /// How many `f32` elements the buffer holds.
+    pub fn len_f32(&self) -> usize {
+        self.owner.len_f32
+    }
+
+    /// Whether the buffer is on this very device object (two objects may
+    /// share a [`DeviceId`], a fault-injecting wrapper and its inner device
+    /// say, but not buffer handles).
+    pub(crate) fn is_on(&self, device: &Arc<dyn Device>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.owner.device), Arc::as_ptr(device))
+    }
+}
+
+/// Runs `work` on a fresh stream of `device`, synchronizes it and closes it,
+/// reporting the first failure as a [`TensorError::Device`] for `op`.
+fn on_stream(
+    device: &dyn Device,
+    op: &'static str,
+    work: impl FnOnce(Stream) -> Result<(), GpuError>,
+) -> Result<(), TensorError> {
+    let stream = device.create_stream().map_err(|e| TensorError::device(op, &e))?;
+    let done = work(stream).and_then(|()| device.synchronize(stream));
+    let closed = device.destroy_stream(stream);
+    done.and(closed).map_err(|e| TensorError::device(op, &e))
+}
+
+/// Where a [`Graph`](super::Graph) runs its matrix products when one is set
+/// with [`Graph::set_matmul_backend`](super::Graph::set_matmul_backend).
+///
+/// The graph hands over row-major contiguous operands (transposed views are
+/// copied into scratch buffers from its pool first) and takes the result in
+/// `dst`.
+pub trait MatmulBackend: Send + Sync {
+    /// dst[m×n] = (accumulate ? dst : 0) + a[m×k]·b[k×n]; a, b, dst row-major and contiguous.
+    #[allow(clippy::too_many_arguments)] // a BLAS-style signature: operands, then sizes
+    fn matmul(
+        &self,
+        dst: &mut [f32],
+        accumulate: bool,
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(), TensorError>;
+
+    /// For reports: where the products run ("cpu:0 via 2 kernel actors").
+    fn describe(&self) -> String;
+}
+
+/// Matrix products as [`Op::Gemm`] jobs on a [`GpuPool`].
+///
+/// Each product is one job through [`GpuPool::run_into`], which blocks the
+/// calling thread until the result is back: call it from a plain thread or
+/// a runtime blocking thread, never from an actor's handler. Per product,
+/// both operands are copied into the job's shared inputs (the pool keeps
+/// its inputs on the host so that it can rerun a job on another device
+/// after a loss), uploaded, multiplied, and the result read back; the
+/// previous result's memory is reused for the next one. Accumulation
+/// (`dst += a·b`) is done on the host.
+///
+/// Failures come back as [`TensorError::Device`]: class
+/// [`OutOfMemory`](ErrorClass::OutOfMemory) when the product does not fit,
+/// [`Device`](ErrorClass::Device) when devices failed and no healthy one is
+/// left, the device error's own class otherwise.
+pub struct PoolMatmul {
+    pool: Arc<GpuPool>,
+    /// The last result's memory, handed to the next job to write into.
+    spare: Mutex<Vec<f32>>,
+}
+
+impl fmt::Debug for PoolMatmul {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolMatmul").field("runs_on", &self.describe()).finish()
+    }
+}
+
+impl PoolMatmul {
+    /// Products on `pool`'s kernel actors.
+    pub fn new(pool: Arc<GpuPool>) -> PoolMatmul {
+        PoolMatmul { pool, spare: Mutex::new(Vec::new()) }
+    }
+
+    /// The pool the products run on.
+    pub fn pool(&self) -> &Arc<GpuPool> {
+        &self.pool
+    }
+
+    fn take_spare(&self) -> Vec<f32> {
+        // A panic while holding the lock leaves a Vec, never a broken one.
+        std::mem::take(&mut *self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn keep_spare(&self, spare: Vec<f32>) {
+        *self.spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = spare;
+    }
+}
+
+const POOL_OP: &str = "matmul on a GPU pool";
+
+/// The class of a pool failure: what the caller can do about it.
+fn job_error(error: JobError) -> TensorError {
+    let class = match &error {
+        JobError::OutOfMemory { .. } => ErrorClass::OutOfMemory,
+        JobError::DeviceFailed { .. } | JobError::NoHealthyDevice { .. } => ErrorClass::Device,
+        JobError::Gpu(gpu) => gpu.class(),
+        // The pool's call timeout: the devices may only be slow or busy.
+        JobError::Timeout(_) => ErrorClass::Transient,
+        JobError::Invalid(_) | JobError::Runtime(_) => ErrorClass::Request,
+    };
+    TensorError::Device { op: POOL_OP, class, message: error.to_string() }
+}
+
+impl MatmulBackend for PoolMatmul {
+    #[allow(clippy::too_many_arguments)] // the trait's signature
+    fn matmul(
+        &self,
+        dst: &mut [f32],
+        accumulate: bool,
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<(), TensorError> {
+        let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+        if !(fits(dst.len(), m, n) && fits(a.len(), m, k) && fits(b.len(), k, n)) {
+            return Err(TensorError::InvalidArgument {
+                op: POOL_OP,
+                what: format!(
+                    "{m}x{k} · {k}x{n} needs operands of {}, {} and {} elements; got {}, {} and {}",
+                    m * k,
+                    k * n,
+                    m * n,
+                    a.len(),
+                    b.len(),
+                    dst.len()
+                ),
+            });
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            // An empty sum: nothing to send to a device.
+            if !accumulate {
+                dst.fill(0.0);
+            }
+            return Ok(());
+        }
+        let job =
+            Job::new(Op::Gemm { m, n, k }, vec![Arc::from(a), Arc::from(b)]).map_err(job_error)?;
+        let product = self.pool.run_into(job, self.take_spare()).map_err(job_error)?;
+        if product.len() != dst.len() {
+            return Err(TensorError::Device {
+                op: POOL_OP,
+                class: ErrorClass::Request,
+                message: format!(
+                    "the pool returned {} elements for a {m}x{n} product",
+                    product.len()
+                ),
+            });
+        }
+        if accumulate {
+            dst.iter_mut().zip(&product).for_each(|(d, p)| *d += p);
+        } else {
+            dst.copy_from_slice(&product);
+        }
+        self.keep_spare(product);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let placements = self.pool.placements();
+        let mut devices: Vec<String> = Vec::new();
+        for id in placements.iter().flatten() {
+            let name = id.to_string();
+            if !devices.contains(&name) {
+                devices.push(name);
+            }
+        }
+        let devices = if devices.is_empty() { "no device".to_string() } else { devices.join(", ") };
+        let actors = placements.len();
+        format!("{devices} via {actors} kernel actor{}", if actors == 1 { "" } else { "s" })
+    }
+}
