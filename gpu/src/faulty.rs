@@ -168,6 +168,12 @@ impl FaultyDevice {
         self.add_rule(Rule { operation, fault, trigger: Trigger::OnCall(next) });
     }
 
+    /// How many times `operation` was called on this device so far (what
+    /// [`Trigger::OnCall`] counts).
+    pub fn calls(&self, operation: Operation) -> u64 {
+        self.calls[operation as usize].load(Ordering::Relaxed)
+    }
+
     /// The wrapped device.
     pub fn inner(&self) -> &Arc<dyn Device> {
         &self.inner

@@ -58,6 +58,61 @@ fn crashes_and_device_faults_leave_the_parameters_bit_identical() {
 }
 
 #[test]
+fn on_kernel_actors_crashes_and_device_faults_leave_the_parameters_bit_identical() {
+    // The path an accelerator takes, on two logical CPU devices: every
+    // product is a job for the GPU layer's kernel actor, a child of the
+    // training tree. A lost device moves the kernel actor (the model actor
+    // never notices); an out-of-memory reaches the model as a failed job.
+    let config = TrainConfig { kernel_actors: true, ..small(2) };
+    let clean = run(&config);
+    assert!(clean.test_accuracy > 0.8, "it learns: {}", clean.test_accuracy);
+    assert_eq!(clean.device, "cpu:0");
+    let faulted = run(&TrainConfig {
+        faults: FaultSchedule::parse("model@5,device_lost@9,optimizer@12,device_oom@17,loader@20")
+            .unwrap(),
+        ..config
+    });
+    assert!(
+        faulted.same_parameters(&clean),
+        "the faulted run ends with the clean run's parameters"
+    );
+    assert_eq!(faulted.losses, clean.losses);
+    assert_eq!(faulted.faults_injected, 5);
+    assert_eq!(faulted.device, "cpu:1", "the kernel actor left the lost device");
+    let lost = faulted.recoveries.iter().find(|r| r.target == FaultTarget::DeviceLost).unwrap();
+    assert!(lost.action.contains("kernel actors moved: cpu:0 → cpu:1"), "{}", lost.action);
+    let oom = faulted.recoveries.iter().find(|r| r.target == FaultTarget::DeviceOom).unwrap();
+    assert!(oom.action.contains("micro-batch 64 → 32"), "{}", oom.action);
+}
+
+#[test]
+fn products_on_kernel_actors_train_as_products_on_the_host_do() {
+    // Same model, data and seed; only where the products run differs.
+    let host = run(&small(1));
+    let kernels = run(&TrainConfig { kernel_actors: true, ..small(1) });
+    for (a, b) in host.losses.iter().zip(&kernels.losses) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "losses {a} and {b} differ");
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn a_run_on_vulkan_learns_the_digits() {
+    let config =
+        TrainConfig { backend: Some("vulkan".into()), epochs: 5, ..TrainConfig::default() };
+    match train(&config, &mut Silent) {
+        Ok(report) => {
+            assert!(report.device.starts_with("vulkan:"), "ran on {}", report.device);
+            assert!(report.test_accuracy >= 0.9, "held-out accuracy {}", report.test_accuracy);
+        }
+        Err(error) if error.to_string().contains("backend vulkan:") => {
+            eprintln!("skipped: no Vulkan device here ({error})");
+        }
+        Err(error) => panic!("training on Vulkan: {error}"),
+    }
+}
+
+#[test]
 fn a_run_resumed_from_its_checkpoint_ends_where_a_straight_run_does() {
     let dir = temp_dir("resume");
     let mut config = small(3);
@@ -81,6 +136,7 @@ fn a_halved_micro_batch_keeps_the_result_bit_identical() {
     let faulted =
         run(&TrainConfig { faults: FaultSchedule::parse("device_oom@2").unwrap(), ..config });
     assert!(faulted.same_parameters(&clean));
+    assert_eq!(faulted.losses, clean.losses, "the loss is summed piece by piece too");
     let oom = &faulted.recoveries[0];
     assert_eq!(oom.target, FaultTarget::DeviceOom);
     assert!(oom.action.contains("micro-batch 64 → 32"), "{}", oom.action);
@@ -97,6 +153,10 @@ fn bad_settings_are_refused_with_the_reason() {
     let error =
         train(&TrainConfig { resume: true, ..TrainConfig::default() }, &mut Silent).unwrap_err();
     assert!(error.to_string().contains("resume needs a checkpoint_dir"), "{error}");
+    let error =
+        train(&TrainConfig { backend: Some("tpu".into()), ..TrainConfig::default() }, &mut Silent)
+            .unwrap_err();
+    assert!(error.to_string().contains("backend \"tpu\": expected one of"), "{error}");
     let error = FaultSchedule::parse("gpu@3").unwrap_err();
     assert!(error.contains("unknown target \"gpu\""), "{error}");
 }

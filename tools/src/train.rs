@@ -45,6 +45,10 @@ pub struct TrainArgs {
     /// optionally gzip'd), or IDX images and labels files joined by `:`.
     #[arg(long, value_name = "digits|PATH.csv[.gz]|IMAGES.idx[.gz]:LABELS.idx[.gz]")]
     pub data: Option<String>,
+    /// Divides every CSV feature by this (for pixels 0-255, say: 255).
+    /// The embedded digits are divided by 16 and IDX data by 255 already.
+    #[arg(long, value_name = "DIVISOR")]
+    pub data_scale: Option<f32>,
     /// Passes over the training set.
     #[arg(long)]
     pub epochs: Option<u64>,
@@ -76,10 +80,15 @@ pub struct TrainArgs {
     /// Seeds initialisation, the train/test split, shuffling and dropout.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// The backend whose devices may run the model (default: every device
-    /// found, best first).
+    /// The backend whose devices run the model (default: the best found, a
+    /// hardware accelerator before the CPU). On an accelerator the model's
+    /// matrix products run on the GPU layer's kernel actors.
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// On the CPU backend too, run the matrix products on kernel actors
+    /// (over two logical CPU devices): the accelerator's path, slower here.
+    #[arg(long)]
+    pub kernel_actors: bool,
     /// Where checkpoints are written (none without it).
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
@@ -292,10 +301,22 @@ fn prepare(args: &TrainArgs) -> Result<Prepared, UsageError> {
         }
         None => TrainConfig::default(),
     };
-    let data = match &args.data {
+    let mut data = match &args.data {
         Some(text) => parse_data(text)?,
         None => describe(&config.data),
     };
+    if let Some(divisor) = args.data_scale {
+        let DataSource::Csv { scale, .. } = &mut data.source else {
+            return Err(UsageError(format!(
+                "--data-scale applies to CSV data only ({} is scaled already)",
+                data.description
+            )));
+        };
+        if !(divisor.is_finite() && divisor > 0.0) {
+            return Err(UsageError(format!("--data-scale {divisor}: must be a positive number")));
+        }
+        *scale = divisor;
+    }
     config.data = data.source.clone();
     apply_options(args, &mut config)?;
     let dataset = load(&data)?;
@@ -355,6 +376,7 @@ fn apply_options(args: &TrainArgs, config: &mut TrainConfig) -> Result<(), Usage
         config.checkpoint_dir = Some(dir.clone());
     }
     config.resume |= args.resume;
+    config.kernel_actors |= args.kernel_actors;
     if let Some(faults) = &args.faults {
         config.faults = faults.clone();
     }

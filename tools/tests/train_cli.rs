@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zbmd_ml::optim::LrSchedule;
-use zbmd_ml::train::TrainConfig;
+use zbmd_ml::train::{DataSource, TrainConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zbmd-node");
 
@@ -538,4 +538,24 @@ fn a_run_killed_with_sigkill_resumes_to_identical_parameters() {
         assert_eq!((&ta.0, &ta.1, &ta.2), (&tb.0, &tb.1, &tb.2), "tensor names, dtypes and shapes");
         assert!(ta.3 == tb.3, "tensor {} differs after SIGKILL and --resume", ta.0);
     }
+}
+
+#[test]
+fn data_scale_divides_csv_features_and_is_refused_elsewhere() {
+    let dir = TempDir::new("data-scale");
+    let mut csv = String::from("a,b,label\n");
+    for row in 0..40 {
+        csv.push_str(&format!("{},{},{}\n", row * 6, 255 - row, row % 2));
+    }
+    let path = dir.join("pixels.csv");
+    std::fs::write(&path, csv).unwrap();
+    let data = path.to_str().unwrap();
+
+    let config =
+        resolved(&["--data", data, "--model", "[2, 2]", "--data-scale", "255", "--kernel-actors"]);
+    assert_eq!(config.data, DataSource::Csv { path: path.clone(), scale: 255.0 });
+    assert!(config.kernel_actors);
+
+    assert_usage_error(&train(&["--data", data, "--data-scale", "0"]), &["--data-scale 0"]);
+    assert_usage_error(&train(&["--data-scale", "16"]), &["--data-scale applies to CSV data only", "digits"]);
 }

@@ -10,18 +10,19 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use zbmd_gpu::faulty::{Fault, Operation};
-use zbmd_gpu::health::{HealthRegistry, Placement};
-use zbmd_gpu::{Device, DeviceId, ErrorClass, FaultyDevice};
+use zbmd_gpu::faulty::{Fault, Operation, Rule, Trigger};
+use zbmd_gpu::health::{DeviceHealth, HealthRegistry, Placement};
+use zbmd_gpu::{BackendKind, BackendStatus, Device, DeviceId, ErrorClass, FaultyDevice, GpuPool};
 use zbmd_rt::{Actor, ActorError, Context, ReplyTo};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
 use crate::data::{Batch, DataLoader, Dataset, LoaderPosition, Prefetcher};
-use crate::nn::Sequential;
+use crate::nn::{ModelError, Sequential};
 use crate::optim::{LrSchedule, Optimizer, OptimizerConfig, OptimizerState, ParamView};
 use crate::rng::Rng;
-use crate::tensor::{Graph, Tensor};
+use crate::tensor::{Graph, MatmulBackend, Tensor, TensorError};
 use crate::train::commit::{Committed, Params};
 use crate::train::config::FaultTarget;
 
@@ -45,9 +46,9 @@ pub(crate) struct Shared {
     pub grad_chunk: usize,
     pub optimizer: OptimizerConfig,
     pub schedule: Option<LrSchedule>,
-    /// Devices the model actor may run on, with their health.
-    pub devices: Arc<HealthRegistry>,
-    /// The fault-injecting wrappers of those devices, by id.
+    /// Where the model's products run.
+    pub products: Products,
+    /// The fault-injecting wrappers of the devices they may run on.
     pub faulty: Vec<Arc<FaultyDevice>>,
     pub checkpoint_dir: Option<PathBuf>,
     pub keep_checkpoints: usize,
@@ -109,15 +110,31 @@ pub(crate) fn build_model(spec: &str, seed: u64) -> Result<Sequential, String> {
 // ---------------------------------------------------------------------------
 // Model
 
+/// Where the model's matrix products run.
+pub(crate) enum Products {
+    /// In the model actor, on the host: the fastest way for the small models
+    /// this trains on a CPU. `devices` are logical CPU devices (behind
+    /// fault-injecting wrappers) on which the actor reserves each
+    /// micro-batch's activation memory, so that a device fault or an
+    /// out-of-memory meets the step where it would on an accelerator.
+    Host { devices: Arc<HealthRegistry> },
+    /// On the GPU layer's kernel actors (the training tree's first child),
+    /// one job per product. A job's answer is waited for synchronously, so
+    /// the model actor lends its work to one of the runtime's blocking
+    /// threads for each request rather than block its shard.
+    Kernels { pool: Arc<GpuPool>, matmul: Arc<dyn MatmulBackend> },
+}
+
 /// A step's gradients and what it cost.
 pub(crate) struct StepGrads {
     pub loss: f32,
     pub grads: Vec<Vec<f32>>,
     pub rng_state: u64,
-    /// Repairs made during the step (a halved micro-batch), and the time
-    /// from each to the end of the step's computation.
-    pub events: Vec<(String, std::time::Duration)>,
-    pub device: DeviceId,
+    /// Repairs made during the step (a halved micro-batch, a kernel actor
+    /// that moved to another device), and the time from each to the end of
+    /// the step's computation.
+    pub events: Vec<(FaultTarget, String, Duration)>,
+    pub device: String,
 }
 
 pub(crate) enum ModelMsg {
@@ -128,186 +145,230 @@ pub(crate) enum ModelMsg {
         rng_state: u64,
         reply: ReplyTo<Result<StepGrads, String>>,
     },
-    Evaluate {
-        params: Params,
-        reply: ReplyTo<(f32, f32)>,
-    },
+    /// Held-out loss and accuracy.
+    Evaluate { params: Params, reply: ReplyTo<Result<(f32, f32), String>> },
+    /// A request run on a blocking thread is done (sent by the actor to itself).
+    Done(Box<(Work, Outcome)>),
 }
 
-/// Computes gradients on its device. Its device memory holds a
-/// micro-batch's activations; out of memory halves the micro-batch.
-pub(crate) struct ModelActor {
-    pub shared: Arc<Shared>,
-    pub model: Option<Sequential>,
-    pub graph: Graph,
-    pub placement: Option<Placement>,
-    pub micro_batch: usize,
+/// A request's result, with the reply it is owed.
+pub(crate) enum Outcome {
+    Computed(ReplyTo<Result<StepGrads, String>>, Result<StepGrads, Failure>),
+    Evaluated(ReplyTo<Result<(f32, f32), String>>, Result<(f32, f32), Failure>),
 }
 
-impl ModelActor {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        let micro_batch = shared.batch_size;
-        ModelActor { shared, model: None, graph: Graph::new(), placement: None, micro_batch }
-    }
+/// Why a request failed.
+pub(crate) enum Failure {
+    /// Something about the request (a parameter that does not fit, a batch
+    /// that cannot fit in memory at any micro-batch): answered.
+    Request(String),
+    /// The device (or every device): the actor crashes and is placed anew.
+    Device(String),
+}
 
-    fn load(&mut self, params: &[NamedArray]) -> Result<(), String> {
-        let model = self.model.as_mut().expect("built in started");
-        for ((name, tensor), array) in model.parameters_mut().into_iter().zip(params) {
+/// What the model actor computes with. It stays in the actor between
+/// requests, and travels to a blocking thread for one whose products run on
+/// kernel actors.
+pub(crate) struct Work {
+    model: Sequential,
+    graph: Graph,
+    /// Rows computed at once; halved after an out-of-memory.
+    micro_batch: usize,
+}
+
+impl Work {
+    fn load(&mut self, params: &[NamedArray]) -> Result<(), Failure> {
+        for ((name, tensor), array) in self.model.parameters_mut().into_iter().zip(params) {
             if name != array.name || tensor.shape() != array.shape.as_slice() {
-                return Err(format!("parameter {name} does not match {}", array.name));
+                return Err(Failure::Request(format!(
+                    "parameter {name} does not match {}",
+                    array.name
+                )));
             }
             *tensor = Tensor::from_vec(array.data.clone(), &array.shape)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| Failure::Request(error.to_string()))?;
         }
         Ok(())
     }
 
     /// Bytes of activations one row costs: every layer's output, twice
-    /// (values and gradients).
+    /// (values and gradients). A bound, not an exact figure: proportional
+    /// to the model's width.
     fn bytes_per_row(&self) -> usize {
-        let params: usize = self.model.as_ref().map_or(0, |model| model.num_parameters());
-        // A bound, not an exact figure: proportional to the model's width.
-        (params / 16).max(64) * 8
+        (self.model.num_parameters() / 16).max(64) * 8
     }
 
+    /// Halves the micro-batch after an out-of-memory, keeping it a whole
+    /// number of gradient chunks; fails when it cannot shrink further.
+    fn halve(&mut self, grad_chunk: usize, why: &str) -> Result<String, Failure> {
+        let chunk = grad_chunk.max(1);
+        let halved = (self.micro_batch / 2) / chunk * chunk;
+        if halved == 0 {
+            return Err(Failure::Request(format!(
+                "out of memory with a micro-batch of {}: {why}",
+                self.micro_batch
+            )));
+        }
+        let event = format!("{why}: micro-batch {} → {halved}", self.micro_batch);
+        self.micro_batch = halved;
+        Ok(event)
+    }
+
+    /// One step's gradients over `batch`, summed over micro-batches (and
+    /// within them over `grad_chunk`-row pieces, so that the sum is the
+    /// same whatever the micro-batch). In host mode each micro-batch first
+    /// reserves its activations on the placed device (`health`'s).
     fn compute(
         &mut self,
-        step: u64,
+        shared: &Shared,
+        health: Option<&Arc<DeviceHealth>>,
         params: &Params,
         batch: &Batch,
         rng_state: u64,
-    ) -> Result<Result<StepGrads, String>, ActorError> {
-        let health = self.placement.as_ref().expect("placed in started").health().clone();
-        let device = health.device().clone();
-        let device_id = device.id();
-        if let Some(faulty) = self.shared.faulty(device_id) {
-            for (target, fault) in [
-                (FaultTarget::DeviceLost, Fault::DeviceLost),
-                (FaultTarget::DeviceOom, Fault::OutOfMemory),
-            ] {
-                if self.shared.take_fault(target, step) {
-                    faulty.fail_next(Operation::Alloc, fault);
-                }
-            }
-        }
-        if let Err(error) = self.load(params) {
-            return Ok(Err(error));
-        }
+    ) -> Result<StepGrads, Failure> {
+        self.load(params)?;
+        let started = Instant::now();
+        let before = kernel_placements(shared);
         let bytes_per_row = self.bytes_per_row();
-        let model = self.model.as_mut().expect("built in started");
-        model.set_training(true);
-        model.set_dropout_rng_state(rng_state);
         let rows = batch.rows;
-        let mut sums: Vec<Vec<f32>> = model
-            .parameters()
-            .iter()
-            .map(|(_, tensor)| vec![0.0; tensor.shape().iter().product()])
-            .collect();
-        let mut loss = 0.0f32;
-        let mut events: Vec<(String, std::time::Instant)> = Vec::new();
-        let mut start = 0;
-        while start < rows {
-            let micro = self.micro_batch.min(rows - start);
-            // Reserve the micro-batch's activations on the device.
-            let bytes = micro * bytes_per_row;
-            let reservation = match device.alloc(bytes) {
-                Ok(buffer) => buffer,
-                Err(error) if error.class() == ErrorClass::OutOfMemory => {
-                    let chunk = self.shared.grad_chunk.max(1);
-                    let halved = (self.micro_batch / 2) / chunk * chunk;
-                    if halved == 0 {
-                        return Ok(Err(format!(
-                            "out of memory with a micro-batch of {}: {error}",
-                            self.micro_batch
-                        )));
-                    }
-                    events.push((
-                        format!(
-                            "out of memory on {device_id}: micro-batch {} → {halved}",
-                            self.micro_batch
-                        ),
-                        std::time::Instant::now(),
-                    ));
-                    self.micro_batch = halved;
-                    continue;
-                }
-                Err(error) => {
-                    health.record_error(&error);
-                    return Err(self.shared.crash(
-                        FaultTarget::DeviceLost,
-                        format!("device {device_id} failed: {error}"),
-                    ));
-                }
-            };
-            let chunk =
-                if self.shared.grad_chunk == 0 { micro } else { self.shared.grad_chunk.min(micro) };
-            let mut offset = start;
-            while offset < start + micro {
-                let take = chunk.min(start + micro - offset);
-                let features =
-                    batch.features[offset * batch.dim..(offset + take) * batch.dim].to_vec();
-                let targets: Vec<usize> =
-                    batch.labels[offset..offset + take].iter().map(|&l| l as usize).collect();
-                let result = (|| -> Result<f32, String> {
-                    let x = Tensor::from_vec(features, &[take, batch.dim])
-                        .map_err(|e| e.to_string())?;
-                    let graph = &mut self.graph;
-                    graph.clear();
-                    let input = graph.input(&x);
-                    let logits = model.forward(graph, input).map_err(|e| e.to_string())?;
-                    let mean = graph.cross_entropy(logits, &targets).map_err(|e| e.to_string())?;
-                    let scaled = if take == rows {
-                        mean
-                    } else {
-                        graph.scale(mean, take as f32 / rows as f32).map_err(|e| e.to_string())?
-                    };
-                    let value = graph.value(scaled)[0];
-                    let grads = graph.backward(scaled).map_err(|e| e.to_string())?;
-                    for (sum, &var) in sums.iter_mut().zip(model.param_vars()) {
-                        let grad = grads.get(var).ok_or("a parameter has no gradient")?;
-                        for (s, g) in sum.iter_mut().zip(grad) {
-                            *s += g;
+        let mut events: Vec<(FaultTarget, String, Instant)> = Vec::new();
+        // After an out-of-memory the step starts over with half the
+        // micro-batch: the pieces, and so the sums, stay the same.
+        'step: loop {
+            self.model.set_training(true);
+            self.model.set_dropout_rng_state(rng_state);
+            let mut sums: Vec<Vec<f32>> = self
+                .model
+                .parameters()
+                .iter()
+                .map(|(_, tensor)| vec![0.0; tensor.shape().iter().product()])
+                .collect();
+            let mut loss = 0.0f32;
+            let mut start = 0;
+            while start < rows {
+                let micro = self.micro_batch.min(rows - start);
+                let reservation = match health {
+                    None => None,
+                    Some(health) => match health.device().alloc(micro * bytes_per_row) {
+                        Ok(buffer) => Some(buffer),
+                        Err(error) if error.class() == ErrorClass::OutOfMemory => {
+                            let event = self.halve(shared.grad_chunk, &error.to_string())?;
+                            events.push((FaultTarget::DeviceOom, event, Instant::now()));
+                            continue 'step;
                         }
-                    }
-                    graph.recycle(grads);
-                    Ok(value)
-                })();
-                match result {
-                    Ok(value) => loss += value,
-                    Err(error) => {
-                        let _ = device.free(reservation);
-                        return Ok(Err(error));
-                    }
+                        Err(error) => {
+                            health.record_error(&error);
+                            return Err(Failure::Device(format!(
+                                "device {} failed: {error}",
+                                health.id()
+                            )));
+                        }
+                    },
+                };
+                let result =
+                    self.micro_batch_grads(shared, batch, start, micro, &mut sums, &mut loss);
+                if let (Some(health), Some(buffer)) = (health, reservation) {
+                    let _ = health.device().free(buffer);
                 }
-                offset += take;
+                match result {
+                    Ok(()) => {}
+                    Err(TensorError::Device {
+                        class: ErrorClass::OutOfMemory, message, ..
+                    }) => {
+                        let event = self.halve(shared.grad_chunk, &message)?;
+                        events.push((FaultTarget::DeviceOom, event, Instant::now()));
+                        continue 'step;
+                    }
+                    Err(TensorError::Device { message, .. }) => {
+                        return Err(Failure::Device(message));
+                    }
+                    Err(error) => return Err(Failure::Request(error.to_string())),
+                }
+                start += micro;
             }
-            let _ = device.free(reservation);
-            start += micro;
+            let after = kernel_placements(shared);
+            if after != before {
+                let event = format!("kernel actors moved: {before} → {after}");
+                events.push((FaultTarget::DeviceLost, event, started));
+            }
+            let device = match health {
+                Some(health) => health.id().to_string(),
+                None => after,
+            };
+            return Ok(StepGrads {
+                loss,
+                grads: sums,
+                rng_state: self.model.dropout_rng_state(),
+                events: events
+                    .into_iter()
+                    .map(|(target, event, since)| (target, event, since.elapsed()))
+                    .collect(),
+                device,
+            });
         }
-        let events = events.into_iter().map(|(event, since)| (event, since.elapsed())).collect();
-        Ok(Ok(StepGrads {
-            loss,
-            grads: sums,
-            rng_state: model.dropout_rng_state(),
-            events,
-            device: device_id,
-        }))
     }
 
-    fn evaluate(&mut self, params: &Params) -> Result<(f32, f32), String> {
+    /// Adds the gradients of rows `start..start + micro` to `sums`, and
+    /// their share of the batch's mean loss to `loss`, piece by piece (so
+    /// that both sums are the same whatever the micro-batch).
+    fn micro_batch_grads(
+        &mut self,
+        shared: &Shared,
+        batch: &Batch,
+        start: usize,
+        micro: usize,
+        sums: &mut [Vec<f32>],
+        loss: &mut f32,
+    ) -> Result<(), TensorError> {
+        let rows = batch.rows;
+        let chunk = if shared.grad_chunk == 0 { micro } else { shared.grad_chunk.min(micro) };
+        let mut offset = start;
+        while offset < start + micro {
+            let take = chunk.min(start + micro - offset);
+            let features = batch.features[offset * batch.dim..(offset + take) * batch.dim].to_vec();
+            let targets: Vec<usize> =
+                batch.labels[offset..offset + take].iter().map(|&l| l as usize).collect();
+            let x = Tensor::from_vec(features, &[take, batch.dim])?;
+            let graph = &mut self.graph;
+            graph.clear();
+            let input = graph.input(&x);
+            let logits = self.model.forward(graph, input).map_err(tensor_error)?;
+            let mean = graph.cross_entropy(logits, &targets)?;
+            let scaled =
+                if take == rows { mean } else { graph.scale(mean, take as f32 / rows as f32)? };
+            *loss += graph.value(scaled)[0];
+            let grads = graph.backward(scaled)?;
+            for (sum, &var) in sums.iter_mut().zip(self.model.param_vars()) {
+                let grad = grads.get(var).ok_or_else(|| TensorError::InvalidArgument {
+                    op: "backward",
+                    what: "a parameter has no gradient".into(),
+                })?;
+                for (s, g) in sum.iter_mut().zip(grad) {
+                    *s += g;
+                }
+            }
+            graph.recycle(grads);
+            offset += take;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, shared: &Shared, params: &Params) -> Result<(f32, f32), Failure> {
         self.load(params)?;
-        let model = self.model.as_mut().expect("built in started");
-        model.set_training(false);
-        let test = self.shared.test.clone();
+        let failure = |error: TensorError| match error {
+            TensorError::Device { message, .. } => Failure::Device(message),
+            other => Failure::Request(other.to_string()),
+        };
+        self.model.set_training(false);
+        let test = &shared.test;
         let rows = test.len();
-        let x = Tensor::from_vec(test.features.clone(), &[rows, test.dim])
-            .map_err(|e| e.to_string())?;
+        let x = Tensor::from_vec(test.features.clone(), &[rows, test.dim]).map_err(failure)?;
         let targets: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
         let graph = &mut self.graph;
         graph.clear();
         let input = graph.input(&x);
-        let logits = model.forward(graph, input).map_err(|e| e.to_string())?;
-        let loss = graph.cross_entropy(logits, &targets).map_err(|e| e.to_string())?;
+        let logits = self.model.forward(graph, input).map_err(tensor_error).map_err(failure)?;
+        let loss = graph.cross_entropy(logits, &targets).map_err(failure)?;
         let loss_value = graph.value(loss)[0];
         let values = graph.value(logits);
         let classes = values.len() / rows.max(1);
@@ -322,8 +383,123 @@ impl ModelActor {
                 best == **target
             })
             .count();
-        model.set_training(true);
+        self.model.set_training(true);
         Ok((loss_value, correct as f32 / rows.max(1) as f32))
+    }
+}
+
+/// A model's error as the tensor error under it (a device failure stays one).
+fn tensor_error(error: ModelError) -> TensorError {
+    match error {
+        ModelError::Tensor(error) => error,
+        other => TensorError::InvalidArgument { op: "forward", what: other.to_string() },
+    }
+}
+
+/// Where the kernel actors run now ("vulkan:0"), or "" without them.
+fn kernel_placements(shared: &Shared) -> String {
+    let Products::Kernels { pool, .. } = &shared.products else {
+        return String::new();
+    };
+    let places: Vec<String> = pool
+        .placements()
+        .iter()
+        .map(|place| place.map_or_else(|| "(restarting)".to_owned(), |id| id.to_string()))
+        .collect();
+    places.join(", ")
+}
+
+/// Computes gradients, and evaluates, on its device.
+pub(crate) struct ModelActor {
+    shared: Arc<Shared>,
+    /// None while lent to a blocking thread.
+    work: Option<Work>,
+    /// The device reserving activations (host mode only).
+    placement: Option<Placement>,
+}
+
+impl ModelActor {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ModelActor { shared, work: None, placement: None }
+    }
+
+    /// Injects the device faults planned for `step` into the device the
+    /// step will use.
+    fn inject_device_faults(&self, step: u64) {
+        let device = match (&self.shared.products, &self.placement) {
+            (Products::Host { .. }, Some(placement)) => Some(placement.health().id()),
+            (Products::Kernels { pool, .. }, _) => pool.placements().into_iter().flatten().next(),
+            _ => None,
+        };
+        let Some(faulty) = device.and_then(|device| self.shared.faulty(device)) else {
+            return;
+        };
+        let kernels = matches!(self.shared.products, Products::Kernels { .. });
+        if self.shared.take_fault(FaultTarget::DeviceLost, step) {
+            let operation = if kernels { Operation::Launch } else { Operation::Alloc };
+            faulty.fail_next(operation, Fault::DeviceLost);
+        }
+        if self.shared.take_fault(FaultTarget::DeviceOom, step) {
+            if kernels {
+                // A kernel actor answers an out-of-memory only when a
+                // second try, after freeing its cached buffers, fails too.
+                faulty.fail_next(Operation::Launch, Fault::OutOfMemory);
+                let next = faulty.calls(Operation::Launch) + 2;
+                faulty.add_rule(Rule {
+                    operation: Operation::Launch,
+                    fault: Fault::OutOfMemory,
+                    trigger: Trigger::OnCall(next),
+                });
+            } else {
+                faulty.fail_next(Operation::Alloc, Fault::OutOfMemory);
+            }
+        }
+    }
+
+    /// Answers a finished request, or crashes when its device failed.
+    fn finish(&mut self, outcome: Outcome) -> Result<(), ActorError> {
+        let device_failed = |message: String| self.shared.crash(FaultTarget::DeviceLost, message);
+        match outcome {
+            Outcome::Computed(reply, result) => match result {
+                Ok(grads) => reply.reply(Ok(grads)),
+                Err(Failure::Request(error)) => reply.reply(Err(error)),
+                Err(Failure::Device(error)) => return Err(device_failed(error)),
+            },
+            Outcome::Evaluated(reply, result) => match result {
+                Ok(answer) => reply.reply(Ok(answer)),
+                Err(Failure::Request(error)) => reply.reply(Err(error)),
+                Err(Failure::Device(error)) => return Err(device_failed(error)),
+            },
+        };
+        Ok(())
+    }
+
+    /// Runs `request` on the work, here (host mode) or on a blocking
+    /// thread (kernel actors), and answers it when done.
+    fn run(
+        &mut self,
+        ctx: &mut Context<'_, Self>,
+        request: impl FnOnce(&mut Work, &Shared, Option<&Arc<DeviceHealth>>) -> Outcome + Send + 'static,
+    ) -> Result<(), ActorError> {
+        let mut work = self.work.take().expect("checked by the caller");
+        match &self.shared.products {
+            Products::Host { .. } => {
+                let health = self.placement.as_ref().map(|placement| placement.health().clone());
+                let outcome = request(&mut work, &self.shared, health.as_ref());
+                self.work = Some(work);
+                self.finish(outcome)
+            }
+            Products::Kernels { .. } => {
+                let shared = self.shared.clone();
+                let job = move || {
+                    let outcome = request(&mut work, &shared, None);
+                    Box::new((work, outcome))
+                };
+                ctx.spawn_blocking(job, ModelMsg::Done).map_err(|error| {
+                    ActorError::msg(format!("model actor: no blocking thread: {error}"))
+                })
+            }
+        }
     }
 }
 
@@ -333,31 +509,52 @@ impl Actor for ModelActor {
     fn started(&mut self, _: &mut Context<'_, Self>) -> Result<(), ActorError> {
         let model =
             build_model(&self.shared.model_spec, self.shared.seed).map_err(ActorError::msg)?;
-        self.model = Some(model);
-        self.placement = Some(
-            self.shared
-                .devices
-                .place(&[])
-                .ok_or_else(|| ActorError::msg("no healthy device for the model"))?,
-        );
+        let mut graph = Graph::new();
+        match &self.shared.products {
+            Products::Host { devices } => {
+                let placement = devices
+                    .place(&[])
+                    .ok_or_else(|| ActorError::msg("no healthy device for the model"))?;
+                self.placement = Some(placement);
+            }
+            Products::Kernels { matmul, .. } => graph.set_matmul_backend(Some(matmul.clone())),
+        }
+        self.work = Some(Work { model, graph, micro_batch: self.shared.batch_size });
         Ok(())
     }
 
-    fn handle(&mut self, _: &mut Context<'_, Self>, msg: ModelMsg) -> Result<(), ActorError> {
+    fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: ModelMsg) -> Result<(), ActorError> {
+        const BUSY: &str = "the model actor is busy with another request";
         match msg {
             ModelMsg::Compute { step, params, batch, rng_state, reply } => {
                 if self.shared.take_fault(FaultTarget::Model, step) {
                     return Err(injected(&self.shared, FaultTarget::Model, step));
                 }
-                let result = self.compute(step, &params, &batch, rng_state)?;
-                reply.reply(result);
+                if self.work.is_none() {
+                    reply.reply(Err(BUSY.into()));
+                    return Ok(());
+                }
+                self.inject_device_faults(step);
+                self.run(ctx, move |work, shared, health| {
+                    let result = work.compute(shared, health, &params, &batch, rng_state);
+                    Outcome::Computed(reply, result)
+                })
             }
             ModelMsg::Evaluate { params, reply } => {
-                let result = self.evaluate(&params).map_err(ActorError::msg)?;
-                reply.reply(result);
+                if self.work.is_none() {
+                    reply.reply(Err(BUSY.into()));
+                    return Ok(());
+                }
+                self.run(ctx, move |work, shared, _| {
+                    Outcome::Evaluated(reply, work.evaluate(shared, &params))
+                })
+            }
+            ModelMsg::Done(done) => {
+                let (work, outcome) = *done;
+                self.work = Some(work);
+                self.finish(outcome)
             }
         }
-        Ok(())
     }
 }
 
@@ -610,17 +807,85 @@ impl Actor for MetricsActor {
     }
 }
 
-/// Devices for the model: two logical CPU devices, each behind a
-/// fault-injecting wrapper (so device faults can be injected, and a lost
-/// device has somewhere to go).
-pub(crate) fn cpu_devices() -> (Vec<Arc<FaultyDevice>>, Vec<Arc<dyn Device>>) {
-    let budget = zbmd_gpu::cpu::default_budget();
-    let faulty: Vec<Arc<FaultyDevice>> = (0..2)
-        .map(|ordinal| {
-            let cpu: Arc<dyn Device> = Arc::new(zbmd_gpu::CpuDevice::with_ordinal(ordinal, budget));
-            Arc::new(FaultyDevice::with_rules(cpu, []))
-        })
-        .collect();
-    let devices = faulty.iter().map(|faulty| faulty.clone() as Arc<dyn Device>).collect();
-    (faulty, devices)
+/// The devices a run uses, each behind a fault-injecting wrapper (so
+/// device faults can be injected), best first.
+pub(crate) struct Devices {
+    pub faulty: Vec<Arc<FaultyDevice>>,
+    /// Whether the model's products run on kernel actors over them (or on
+    /// the host, the devices then holding only activation reservations).
+    pub kernels: bool,
+}
+
+impl Devices {
+    /// The devices for `backend` (`None`: the best found):
+    ///
+    /// - an accelerator backend (`cuda`, `rocm`, `vulkan`, or the first
+    ///   hardware accelerator found when none is named) runs the products on
+    ///   kernel actors over its devices, with the host CPU last so that a
+    ///   lost device has somewhere to go;
+    /// - the CPU (named, or when no hardware accelerator is found; a
+    ///   software Vulkan device is no better than the host) computes on the
+    ///   host, with two logical CPU devices for placement and faults, unless
+    ///   `kernel_actors` asks for the kernel actors anyway.
+    pub fn choose(backend: Option<&str>, kernel_actors: bool) -> Result<Devices, String> {
+        let wrap = |device: Arc<dyn Device>| Arc::new(FaultyDevice::with_rules(device, []));
+        let budget = zbmd_gpu::cpu::default_budget();
+        let cpu = |ordinal| -> Arc<dyn Device> {
+            Arc::new(zbmd_gpu::CpuDevice::with_ordinal(ordinal, budget))
+        };
+        let wanted = match backend {
+            None => None,
+            Some(name) => Some(BackendKind::parse(name).ok_or_else(|| {
+                format!("backend {name:?}: expected one of cpu, cuda, rocm, vulkan")
+            })?),
+        };
+        let accelerators: Vec<Arc<dyn Device>> = match wanted {
+            Some(BackendKind::Cpu) => Vec::new(),
+            Some(kind) => {
+                let detection = zbmd_gpu::detect_backends(Some(kind));
+                let devices: Vec<_> = detection
+                    .devices
+                    .iter()
+                    .filter(|device| device.id().backend == kind)
+                    .cloned()
+                    .collect();
+                if devices.is_empty() {
+                    let why = match &detection.backend(kind).status {
+                        BackendStatus::Absent(reason) => reason.clone(),
+                        BackendStatus::Available(_) => "no device".into(),
+                    };
+                    return Err(format!("backend {}: {why}", kind.name()));
+                }
+                devices
+            }
+            None => {
+                let detection = zbmd_gpu::detect_devices();
+                let best = detection.devices.iter().find(|device| {
+                    !device.info().is_software && device.id().backend != BackendKind::Cpu
+                });
+                let kind = best.map(|device| device.id().backend);
+                detection
+                    .devices
+                    .into_iter()
+                    .filter(|device| {
+                        Some(device.id().backend) == kind && !device.info().is_software
+                    })
+                    .collect()
+            }
+        };
+        if accelerators.is_empty() {
+            return Ok(Devices {
+                faulty: (0..2).map(|n| wrap(cpu(n))).collect(),
+                kernels: kernel_actors,
+            });
+        }
+        let mut faulty: Vec<Arc<FaultyDevice>> = accelerators.into_iter().map(wrap).collect();
+        faulty.push(wrap(cpu(0)));
+        Ok(Devices { faulty, kernels: true })
+    }
+
+    /// The wrapped devices, as `Device`s.
+    pub fn devices(&self) -> Vec<Arc<dyn Device>> {
+        self.faulty.iter().map(|faulty| faulty.clone() as Arc<dyn Device>).collect()
+    }
 }

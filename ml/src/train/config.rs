@@ -148,9 +148,15 @@ pub struct TrainConfig {
     pub schedule: Option<LrSchedule>,
     /// Seeds initialisation, shuffling, the split and dropout.
     pub seed: u64,
-    /// `cpu`, `vulkan`, `cuda` or `rocm`: the backend whose devices the model
-    /// actor may use (`None`: every device found, best first).
+    /// `cpu`, `vulkan`, `cuda` or `rocm`: the backend whose devices run the
+    /// model (`None`: the best found, a hardware accelerator before the
+    /// CPU). On an accelerator the model's matrix products run on the GPU
+    /// layer's kernel actors; on the CPU, in the model actor.
     pub backend: Option<String>,
+    /// Runs the model's matrix products on kernel actors on the CPU backend
+    /// too (over two logical CPU devices): the path an accelerator takes,
+    /// with a message round trip per product.
+    pub kernel_actors: bool,
     /// Where checkpoints go (`None`: no checkpoints on disk).
     pub checkpoint_dir: Option<PathBuf>,
     /// Steps between checkpoints on disk.
@@ -185,6 +191,7 @@ impl Default for TrainConfig {
             schedule: None,
             seed: 42,
             backend: None,
+            kernel_actors: false,
             checkpoint_dir: None,
             checkpoint_every: 100,
             keep_checkpoints: 3,

@@ -37,6 +37,7 @@ pub mod report;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use zbmd_gpu::GpuPool;
 use zbmd_gpu::health::{HealthPolicy, HealthRegistry};
 use zbmd_rt::supervisor::{ChildRef, ChildSpec, Supervisor, SupervisorSpec};
 use zbmd_rt::{AskError, ReplyTo, Runtime};
@@ -45,13 +46,14 @@ use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
 use crate::data::{Dataset, LoaderPosition, Normalize};
 use crate::optim::OptimizerState;
 use crate::rng::Rng;
+use crate::tensor::PoolMatmul;
 use commit::{Committed, Params};
 pub use config::{DataSource, FaultSchedule, FaultTarget, TrainConfig};
 pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
 
 use actors::{
     CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, MetricsActor, MetricsMsg,
-    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Shared,
+    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared,
 };
 
 /// How long the driver waits for one actor's answer: far above any step.
@@ -152,13 +154,8 @@ impl Tree {
 /// Trains as `config` says, reporting to `observer`.
 pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainReport, TrainError> {
     config.validate().map_err(TrainError::Config)?;
-    if let Some(backend) = &config.backend {
-        if !backend.eq_ignore_ascii_case("cpu") {
-            return Err(TrainError::Config(format!(
-                "backend {backend:?}: zbmd-ml's tensors compute on the CPU backend only so far"
-            )));
-        }
-    }
+    let devices = actors::Devices::choose(config.backend.as_deref(), config.kernel_actors)
+        .map_err(TrainError::Config)?;
     let started = Instant::now();
     let dataset = load_data(&config.data)?;
     let (train_set, test_set) = if config.test_fraction > 0.0 {
@@ -201,9 +198,21 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
     let resumed_from = snapshot.step;
     let snapshot = Arc::new(snapshot);
 
-    let (faulty, devices) = actors::cpu_devices();
-    let registry =
-        HealthRegistry::new(devices, HealthPolicy::default()).map_err(TrainError::Config)?;
+    let (gpu, products) = if devices.kernels {
+        // One kernel actor: the model sends one product at a time, and all
+        // of a step's products then run on the same device.
+        let (spec, pool) = GpuPool::builder(devices.devices())
+            .actors(1)
+            .child_spec("gpu")
+            .map_err(|error| TrainError::Config(error.to_string()))?;
+        let pool = Arc::new(pool);
+        let matmul = Arc::new(PoolMatmul::new(pool.clone()));
+        (Some(spec), Products::Kernels { pool, matmul })
+    } else {
+        let registry = HealthRegistry::new(devices.devices(), HealthPolicy::default())
+            .map_err(TrainError::Config)?;
+        (None, Products::Host { devices: Arc::new(registry) })
+    };
     let shared = Arc::new(Shared {
         snapshot: Mutex::new(snapshot.clone()),
         faults: Mutex::new(config.faults.at.clone()),
@@ -216,14 +225,14 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         grad_chunk: config.grad_chunk,
         optimizer: config.optimizer.clone(),
         schedule: config.schedule.clone(),
-        devices: Arc::new(registry),
-        faulty,
+        products,
+        faulty: devices.faulty,
         checkpoint_dir: config.checkpoint_dir.clone(),
         keep_checkpoints: config.keep_checkpoints,
         crash: Mutex::new(None),
     });
     let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
-    let tree = start_tree(&rt, &shared, config.faults.at.len())?;
+    let tree = start_tree(&rt, &shared, gpu, config.faults.at.len())?;
 
     let mut driver = Driver {
         config,
@@ -263,7 +272,15 @@ fn initial_checkpoint(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {
     }
 }
 
-fn start_tree(rt: &Runtime, shared: &Arc<Shared>, faults: usize) -> Result<Tree, TrainError> {
+/// The training supervisor: `rest_for_one` over the GPU supervisor (when
+/// the products run on kernel actors), model, optimizer, data loader,
+/// checkpointer and metrics, each depending on those before it.
+fn start_tree(
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+    gpu: Option<ChildSpec<Supervisor>>,
+    faults: usize,
+) -> Result<Tree, TrainError> {
     let model = {
         let shared = shared.clone();
         ChildSpec::worker("model", move || ModelActor::new(shared.clone()))
@@ -300,13 +317,11 @@ fn start_tree(rt: &Runtime, shared: &Arc<Shared>, faults: usize) -> Result<Tree,
     // Every injected fault restarts up to five actors; leave room for them
     // all, and for a few real ones, before the tree gives up.
     let restarts = 5 * (faults as u32 + 4);
-    let spec = SupervisorSpec::rest_for_one()
-        .intensity(restarts, Duration::from_secs(60))
-        .child(model)
-        .child(optimizer)
-        .child(loader)
-        .child(checkpointer)
-        .child(metrics);
+    let mut spec = SupervisorSpec::rest_for_one().intensity(restarts, Duration::from_secs(60));
+    if let Some(gpu) = gpu {
+        spec = spec.child(gpu);
+    }
+    let spec = spec.child(model).child(optimizer).child(loader).child(checkpointer).child(metrics);
     let supervisor =
         Supervisor::start(rt, spec).map_err(|error| TrainError::Failed(error.to_string()))?;
     let (model, optimizer, loader, checkpointer, metrics) = refs;
@@ -437,9 +452,9 @@ impl Driver<'_> {
                 reply,
             })?
             .map_err(|error| Crashed(FaultTarget::Model, error))?;
-        for (action, recovery_time) in &grads.events {
+        for (target, action, recovery_time) in &grads.events {
             let recovery = RecoveryInfo {
-                target: FaultTarget::DeviceOom,
+                target: *target,
                 step,
                 action: action.clone(),
                 recovery_time: *recovery_time,
@@ -447,7 +462,7 @@ impl Driver<'_> {
             self.observer.on_recovery(&recovery);
             self.recoveries.push(recovery);
         }
-        self.device = grads.device.to_string();
+        self.device = grads.device.clone();
         let loss = grads.loss;
         let all_grads = grads.grads;
         let checkpoint_due = self.config.checkpoint_dir.is_some()
@@ -583,15 +598,21 @@ impl Driver<'_> {
 
     fn evaluate(&mut self) -> Result<(f32, f32), TrainError> {
         let params = self.params.clone();
+        let mut last = String::new();
         for _ in 0..3 {
             match self.tree.call(FaultTarget::Model, &self.tree.model, |reply| ModelMsg::Evaluate {
                 params: params.clone(),
                 reply,
             }) {
-                Ok(result) => return Ok(result),
-                Err(_) => continue,
+                Ok(Ok(result)) => return Ok(result),
+                Ok(Err(error)) => return Err(TrainError::Failed(format!("evaluation: {error}"))),
+                Err(Crashed(_, error)) => {
+                    last = self.shared.take_crash().map_or(error, |(_, why)| why);
+                }
             }
         }
-        Err(TrainError::Failed("the model actor could not evaluate the held-out set".into()))
+        Err(TrainError::Failed(format!(
+            "the model actor could not evaluate the held-out set: {last}"
+        )))
     }
 }
