@@ -40,6 +40,54 @@ fn snapshots(c: &mut Criterion) {
         b.iter(|| train(&with, &mut Silent).unwrap())
     });
     group.finish();
+
+    // The two medians above come from minutes apart, and this VM's speed
+    // drifts by tens of percent over minutes. Paired runs, back to back in
+    // alternating order, cancel the drift: the median of the per-pair
+    // ratios is the overhead.
+    const PAIRS: usize = 40;
+    let timed = |config: &TrainConfig| {
+        let started = std::time::Instant::now();
+        train(config, &mut Silent).unwrap();
+        started.elapsed().as_secs_f64()
+    };
+    let mut ratios = Vec::with_capacity(PAIRS);
+    let (mut off, mut on) = (Vec::with_capacity(PAIRS), Vec::with_capacity(PAIRS));
+    for pair in 0..PAIRS {
+        let (a, b) = if pair % 2 == 0 {
+            let a = timed(&without);
+            (a, timed(&with))
+        } else {
+            let b = timed(&with);
+            (timed(&without), b)
+        };
+        ratios.push(b / a);
+        off.push(a);
+        on.push(b);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let ratio = median(&mut ratios);
+    let (off, on) = (median(&mut off), median(&mut on));
+    println!(
+        "train_snapshots: paired runs: snapshots every step cost {:+.1}% (median of {PAIRS} per-pair ratios; medians {:.0} vs {:.0} us/step)",
+        (ratio - 1.0) * 100.0,
+        on * 1e6 / STEPS as f64,
+        off * 1e6 / STEPS as f64,
+    );
+    let record = serde_json::json!({
+        "what": "a 460-step run with an in-memory snapshot after every step against one with none but the last, in back-to-back pairs of alternating order; the overhead is the median of the per-pair time ratios",
+        "pairs": PAIRS,
+        "median_ratio": ratio,
+        "overhead_percent": (ratio - 1.0) * 100.0,
+        "median_us_per_step_snapshots": on * 1e6 / STEPS as f64,
+        "median_us_per_step_no_snapshots": off * 1e6 / STEPS as f64,
+        "target_percent": 3.0,
+    });
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench_results/train_faults.snapshots.json");
+    std::fs::write(path, serde_json::to_string_pretty(&record).unwrap()).unwrap();
 }
 
 fn recovery(c: &mut Criterion) {

@@ -1,33 +1,38 @@
 //! Training under supervision: a run that survives crashes and device
-//! faults without losing or repeating a step.
+//! faults without losing or repeating a step (`docs/training.md`).
 //!
 //! ```text
-//!                    training supervisor (rest_for_one)
-//!      ┌──────────────┬────────────┬─────────────┬──────────────┐
-//!    model         optimizer    data loader   checkpointer    metrics
-//!  (gradients on   (parameters,  (batches,     (atomic files   (the loss
-//!   a device)       its state)    position)     on disk)        curve)
-//!          ▲  driver: one step = batch → gradients → update → snapshot
+//!                       training supervisor (rest_for_one)
+//!    ┌───────────┬──────────┬────────────┬────────────┬──────────────┬─────────┐
+//!   gpu        model     optimizer   data loader  checkpointer    metrics
+//!  (kernel    (gradients (parameters, (batches,    (atomic files  (the loss
+//!   actors)    on a       its state)   position)    on disk)       curve)
+//!              device)
+//!          ▲  driver: one step = batch → gradients → update → commit
 //! ```
 //!
 //! The driver ([`train`]) runs each step through the actors and, once the
 //! optimizer has applied it, *commits* it: every `snapshot_every` steps it
 //! keeps an in-memory snapshot of everything that determines the rest of
-//! the run (parameters, optimizer state, loader position, dropout RNG, the
-//! loss curve), and every `checkpoint_every` steps the checkpointer writes
-//! one to disk (atomically, checksummed, the last K kept).
+//! the run (parameters, optimizer state, loader position, dropout RNG; the
+//! loss curve stays with the driver), and every `checkpoint_every` steps
+//! the checkpointer writes one to disk (atomically, checksummed, the last
+//! K kept).
 //!
 //! When an actor crashes, its supervisor restarts it and the actors after
 //! it (OTP's `rest_for_one`); the driver then restores *every* actor to the
 //! newest snapshot and replays the steps since. Each step is a pure
 //! function of the snapshot it starts from, so the replayed steps give the
 //! same bits and the run ends with parameters bit-identical to an
-//! unfaulted run (tested). A lost device makes it critical in the device
-//! health registry, and the restarted model actor is placed on another;
-//! an out-of-memory halves the micro-batch, accumulating gradients over
-//! `grad_chunk`-sized pieces so that the result stays bit-identical.
-//! A run killed outright resumes from the newest valid checkpoint on disk
-//! with `resume`.
+//! unfaulted run (tested). On an accelerator (or with `kernel_actors`) the
+//! model's matrix products are jobs for the GPU supervisor's kernel
+//! actors, the tree's first child: a lost device moves the kernel actor to
+//! the next healthy device and the product is sent again. On the host, a
+//! lost device makes the model actor crash and restart on the other logical
+//! device. Either way an out-of-memory halves the micro-batch, gradients
+//! being summed over `grad_chunk`-sized pieces so that the result stays
+//! bit-identical. A run killed outright resumes from the newest valid
+//! checkpoint on disk with `resume`.
 
 pub(crate) mod actors;
 mod commit;
