@@ -102,7 +102,16 @@ pub trait Optimizer {
     fn step(&mut self, params: &mut [ParamView<'_>]) -> Result<(), OptimError>;
 
     /// Everything a resumed run needs to continue bit-identically.
-    fn state(&self) -> OptimizerState;
+    fn state(&self) -> OptimizerState {
+        let mut state = OptimizerState::default();
+        self.state_into(&mut state);
+        state
+    }
+
+    /// [`state`](Self::state), written over `state` and reusing its memory:
+    /// refreshing the state of an earlier step of the same optimizer
+    /// allocates nothing (what a per-step snapshot wants).
+    fn state_into(&self, state: &mut OptimizerState);
 
     /// Replaces this optimizer's state, hyperparameters included, with a saved
     /// one. The parameter list it names is checked against the next
@@ -126,7 +135,7 @@ pub trait Optimizer {
 /// It serializes with serde; `f32` and `f64` values survive a round trip
 /// through a self-describing format such as JSON bit-exactly (finite values;
 /// optimizer state is finite unless training has already diverged).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerState {
     /// Steps applied so far.
     pub step: u64,
@@ -136,6 +145,49 @@ pub struct OptimizerState {
     /// Hyperparameters (`"lr"`, `"momentum"`, `"beta1"`...); booleans are
     /// stored as 0.0 or 1.0.
     pub scalars: BTreeMap<String, f64>,
+}
+
+impl OptimizerState {
+    /// Makes this state `step`, `arrays` (`(parameter, buffer, values)`,
+    /// named `"<parameter>.<buffer>"`) and `scalars`, in place: an array
+    /// whose name already stands at its position keeps its allocation, and
+    /// so does every scalar key already present.
+    pub fn refresh<'a>(
+        &mut self,
+        step: u64,
+        arrays: impl IntoIterator<Item = (&'a str, &'static str, &'a [f32])>,
+        scalars: &[(&'static str, f64)],
+    ) {
+        self.step = step;
+        let mut count = 0;
+        for (index, (param, buffer, values)) in arrays.into_iter().enumerate() {
+            let named = |name: &str| {
+                name.len() == param.len() + 1 + buffer.len()
+                    && name.starts_with(param)
+                    && name[param.len()..].starts_with('.')
+                    && name.ends_with(buffer)
+            };
+            match self.arrays.get_mut(index) {
+                Some((name, data)) if named(name) => {
+                    data.clear();
+                    data.extend_from_slice(values);
+                }
+                Some(slot) => *slot = (format!("{param}.{buffer}"), values.to_vec()),
+                None => self.arrays.push((format!("{param}.{buffer}"), values.to_vec())),
+            }
+            count = index + 1;
+        }
+        self.arrays.truncate(count);
+        self.scalars.retain(|key, _| scalars.iter().any(|(name, _)| name == key));
+        for &(key, value) in scalars {
+            match self.scalars.get_mut(key) {
+                Some(slot) => *slot = value,
+                None => {
+                    self.scalars.insert(key.to_owned(), value);
+                }
+            }
+        }
+    }
 }
 
 /// Which optimizer to build, with its settings: what a training config file

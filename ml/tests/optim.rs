@@ -385,6 +385,39 @@ fn steps_after_the_first_do_not_allocate() {
 }
 
 #[test]
+fn a_state_refreshed_in_place_equals_a_fresh_one_and_allocates_nothing() {
+    let configs = [
+        OptimizerConfig::Sgd(SgdConfig { momentum: 0.9, ..SgdConfig::default() }),
+        OptimizerConfig::Adam(AdamConfig::default()),
+        OptimizerConfig::AdamW(AdamConfig::adamw()),
+    ];
+    for config in configs {
+        let mut opt = config.build().unwrap();
+        let mut values = [vec![1.0_f32; 64], vec![-1.0_f32; 8]];
+        let grads = [vec![0.5_f32; 64], vec![0.25_f32; 8]];
+        let [w, b] = &mut values;
+        let mut views = [
+            ParamView { name: "w", value: w, grad: &grads[0] },
+            ParamView { name: "b", value: b, grad: &grads[1] },
+        ];
+        opt.step(&mut views).unwrap();
+        let mut kept = opt.state();
+        opt.step(&mut views).unwrap();
+        let before = allocations();
+        opt.state_into(&mut kept);
+        assert_eq!(allocations() - before, 0, "{config:?}: refreshing its state allocated");
+        assert_eq!(kept, opt.state(), "{config:?}: the refreshed state is the fresh one");
+        assert_eq!(kept.step, 2);
+
+        // Over another optimizer's state, it is still exactly this one's.
+        let mut other = Sgd::new(SgdConfig::default()).unwrap().state();
+        other.arrays.push(("stale.buffer".into(), vec![9.0; 3]));
+        opt.state_into(&mut other);
+        assert_eq!(other, opt.state(), "{config:?}: nothing stale survives");
+    }
+}
+
+#[test]
 fn accumulation_after_the_first_micro_batch_does_not_allocate() {
     let mut acc = GradAccumulator::new(2).unwrap();
     let grad = vec![1.0_f32; 128];

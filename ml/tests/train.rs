@@ -10,8 +10,16 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A short run on the CPU backend (pinned: on a machine with a GPU the
+/// default would be the GPU, and these tests name the CPU devices).
 fn small(epochs: u64) -> TrainConfig {
-    TrainConfig { epochs, grad_chunk: 16, snapshot_every: 4, ..TrainConfig::default() }
+    TrainConfig {
+        epochs,
+        grad_chunk: 16,
+        snapshot_every: 4,
+        backend: Some("cpu".into()),
+        ..TrainConfig::default()
+    }
 }
 
 fn run(config: &TrainConfig) -> TrainReport {
@@ -173,4 +181,16 @@ fn a_failure_recovery_cannot_cure_stops_the_run_with_the_reason() {
     // It stops as soon as no supervisor is left, rather than waiting out
     // the driver's call timeout: the reason says so.
     assert!(error.contains("the training supervisor gave up"), "{error}");
+}
+
+#[test]
+fn on_kernel_actors_a_run_with_no_device_left_stops_with_the_reason() {
+    let config = TrainConfig {
+        kernel_actors: true,
+        faults: FaultSchedule::parse("device_lost@5,device_lost@6").unwrap(),
+        ..small(1)
+    };
+    let error = train(&config, &mut Silent).unwrap_err().to_string();
+    assert!(error.contains("training failed"), "{error}");
+    assert!(error.contains("lost") || error.contains("gave up"), "the reason is given: {error}");
 }

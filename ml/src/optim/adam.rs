@@ -3,8 +3,6 @@
 //! Both share one implementation; they differ only in how weight decay
 //! enters.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -143,16 +141,20 @@ impl AdamCore {
         Ok(())
     }
 
-    fn state(&self) -> OptimizerState {
+    fn state_into(&self, state: &mut OptimizerState) {
         let c = &self.config;
         let values = [c.lr, c.beta1, c.beta2, c.eps, c.weight_decay, bool_scalar(self.decoupled)];
-        let mut arrays = Vec::with_capacity(2 * self.moments.len());
-        for m in &self.moments {
-            arrays.push((format!("{}.{EXP_AVG}", m.name), m.exp_avg.clone()));
-            arrays.push((format!("{}.{EXP_AVG_SQ}", m.name), m.exp_avg_sq.clone()));
+        let mut scalars = [("", 0.0); SCALARS.len()];
+        for (slot, pair) in scalars.iter_mut().zip(SCALARS.into_iter().zip(values)) {
+            *slot = pair;
         }
-        let scalars = SCALARS.into_iter().zip(values).map(|(k, v)| (k.to_owned(), v));
-        OptimizerState { step: self.step, arrays, scalars: scalars.collect::<BTreeMap<_, _>>() }
+        let arrays = self.moments.iter().flat_map(|m| {
+            [
+                (m.name.as_str(), EXP_AVG, m.exp_avg.as_slice()),
+                (m.name.as_str(), EXP_AVG_SQ, m.exp_avg_sq.as_slice()),
+            ]
+        });
+        state.refresh(self.step, arrays, &scalars);
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
@@ -264,8 +266,8 @@ macro_rules! delegate_optimizer {
             fn step(&mut self, params: &mut [ParamView<'_>]) -> Result<(), OptimError> {
                 self.0.step(params)
             }
-            fn state(&self) -> OptimizerState {
-                self.0.state()
+            fn state_into(&self, state: &mut OptimizerState) {
+                self.0.state_into(state)
             }
             fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
                 self.0.load_state(state)

@@ -1,8 +1,6 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov momentum
 //! and L2 weight decay, as `torch.optim.SGD` (formulas in the parent module).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -163,24 +161,20 @@ impl Optimizer for Sgd {
         Ok(())
     }
 
-    fn state(&self) -> OptimizerState {
+    fn state_into(&self, state: &mut OptimizerState) {
         let c = &self.config;
-        let scalars = SCALARS.into_iter().zip([
-            c.lr,
-            c.momentum,
-            c.dampening,
-            c.weight_decay,
-            bool_scalar(c.nesterov),
-        ]);
-        OptimizerState {
-            step: self.step,
-            arrays: self
-                .buffers
-                .iter()
-                .map(|b| (format!("{}.{BUFFER}", b.name), b.values.clone()))
-                .collect(),
-            scalars: scalars.map(|(k, v)| (k.to_owned(), v)).collect::<BTreeMap<_, _>>(),
-        }
+        let [lr, momentum, dampening, weight_decay, nesterov] = SCALARS;
+        state.refresh(
+            self.step,
+            self.buffers.iter().map(|b| (b.name.as_str(), BUFFER, b.values.as_slice())),
+            &[
+                (lr, c.lr),
+                (momentum, c.momentum),
+                (dampening, c.dampening),
+                (weight_decay, c.weight_decay),
+                (nesterov, bool_scalar(c.nesterov)),
+            ],
+        );
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {

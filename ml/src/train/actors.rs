@@ -567,7 +567,9 @@ pub(crate) enum OptimizerMsg {
     Step {
         step: u64,
         grads: Vec<Vec<f32>>,
-        with_state: bool,
+        /// Whether to answer the state, written over this old one when
+        /// given (so that a snapshot each step allocates no state).
+        with_state: Option<OptimizerState>,
         reply: ReplyTo<Result<Stepped, String>>,
     },
     /// Resets to the snapshot.
@@ -633,7 +635,10 @@ impl Actor for OptimizerActor {
                     })
                     .collect();
                 let result = optimizer.step(&mut views).map_err(|error| error.to_string());
-                let state = with_state.then(|| Arc::new(optimizer.state()));
+                let state = with_state.map(|mut state| {
+                    optimizer.state_into(&mut state);
+                    Arc::new(state)
+                });
                 reply.reply(result.map(|()| Stepped {
                     params: Arc::new(self.params.clone()),
                     lr,
@@ -887,5 +892,82 @@ impl Devices {
     /// The wrapped devices, as `Device`s.
     pub fn devices(&self) -> Vec<Arc<dyn Device>> {
         self.faulty.iter().map(|faulty| faulty.clone() as Arc<dyn Device>).collect()
+    }
+}
+
+/// Checks that `backend` multiplies correctly before a run trusts it with
+/// its products: a driver or kernel that computes wrong numbers would
+/// otherwise train garbage without a single error. One small product whose
+/// exact answer is known (eighths times quarters: every partial sum is
+/// exact in `f32`).
+pub(crate) fn check_products(backend: &dyn MatmulBackend) -> Result<(), String> {
+    let (m, n, k) = (17, 9, 33);
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+    let mut got = vec![f32::NAN; m * n];
+    backend.matmul(&mut got, false, &a, &b, m, n, k).map_err(|error| {
+        format!("{}: a first, checking product failed: {error}", backend.describe())
+    })?;
+    let mut worst = 0.0f32;
+    for row in 0..m {
+        for col in 0..n {
+            let want: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
+            let error = (got[row * n + col] - want).abs();
+            // NaN compares false: make it the worst.
+            worst = if error.is_nan() { f32::INFINITY } else { worst.max(error) };
+        }
+    }
+    if worst > 1e-3 {
+        return Err(format!(
+            "{} computes matrix products wrongly (an entry is off by {worst}): \
+             train with --backend cpu, and report the device",
+            backend.describe()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Products through the host's arithmetic, off by `bias` everywhere.
+    struct Naive {
+        bias: f32,
+    }
+
+    impl MatmulBackend for Naive {
+        fn matmul(
+            &self,
+            dst: &mut [f32],
+            accumulate: bool,
+            a: &[f32],
+            b: &[f32],
+            m: usize,
+            n: usize,
+            k: usize,
+        ) -> Result<(), TensorError> {
+            for row in 0..m {
+                for col in 0..n {
+                    let sum: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
+                    let old = if accumulate { dst[row * n + col] } else { 0.0 };
+                    dst[row * n + col] = old + sum + self.bias;
+                }
+            }
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            format!("naive (bias {})", self.bias)
+        }
+    }
+
+    #[test]
+    fn a_backend_that_multiplies_wrongly_is_refused_by_name() {
+        assert_eq!(check_products(&Naive { bias: 0.0 }), Ok(()));
+        let error = check_products(&Naive { bias: 0.01 }).unwrap_err();
+        assert!(error.contains("naive (bias 0.01) computes matrix products wrongly"), "{error}");
+        let error = check_products(&Naive { bias: f32::NAN }).unwrap_err();
+        assert!(error.contains("off by inf"), "{error}");
     }
 }

@@ -134,11 +134,11 @@ impl Tree {
         &self,
         target: FaultTarget,
         child: &ChildRef<M>,
-        request: impl Fn(ReplyTo<R>) -> M,
+        mut request: impl FnMut(ReplyTo<R>) -> M,
     ) -> Result<R, Crashed> {
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
-            match child.call(&request, deadline.saturating_duration_since(Instant::now())) {
+            match child.call(&mut request, deadline.saturating_duration_since(Instant::now())) {
                 Ok(answer) => return Ok(answer),
                 // Between a crash and the restart: wait for the new
                 // incarnation, unless no supervisor is left to make one.
@@ -238,6 +238,12 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
     });
     let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
     let tree = start_tree(&rt, &shared, gpu, config.faults.at.len())?;
+    if let Products::Kernels { matmul, .. } = &shared.products {
+        if let Err(error) = actors::check_products(matmul.as_ref()) {
+            rt.shutdown();
+            return Err(TrainError::Failed(error));
+        }
+    }
 
     let mut driver = Driver {
         config,
@@ -245,6 +251,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         tree,
         params: snapshot.params.clone(),
         snapshot,
+        spare_state: None,
         losses,
         recoveries: Vec::new(),
         pending: None,
@@ -339,6 +346,9 @@ struct Driver<'a> {
     tree: Tree,
     /// The newest committed state.
     snapshot: Arc<Committed>,
+    /// The optimizer state of the snapshot before, for the next one to
+    /// overwrite.
+    spare_state: Option<OptimizerState>,
     /// The parameters after the last completed step.
     params: Params,
     /// Every completed step's loss (the first `snapshot.step` committed).
@@ -474,12 +484,14 @@ impl Driver<'_> {
             && (step % self.config.checkpoint_every == 0 || step == self.total_steps);
         let snapshot_due =
             step % self.config.snapshot_every == 0 || step == self.total_steps || checkpoint_due;
+        let mut spare = if snapshot_due { self.spare_state.take() } else { None };
         let stepped = self
             .tree
             .call(FaultTarget::Optimizer, &self.tree.optimizer, |reply| OptimizerMsg::Step {
                 step,
                 grads: all_grads.clone(),
-                with_state: snapshot_due,
+                // Retried after a restart, the request gets a fresh state.
+                with_state: snapshot_due.then(|| spare.take().unwrap_or_default()),
                 reply,
             })?
             .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
@@ -548,14 +560,18 @@ impl Driver<'_> {
 
     /// Makes the step `progress` reached the one a crash returns to.
     fn commit(&mut self, progress: &Progress, optimizer: Arc<OptimizerState>) {
-        self.snapshot = Arc::new(Committed {
+        let committed = Arc::new(Committed {
             step: progress.step,
             params: self.params.clone(),
             optimizer,
             loader: progress.loader,
             rng_state: progress.rng_state,
         });
-        *self.shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = self.snapshot.clone();
+        *self.shared.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = committed.clone();
+        let old = std::mem::replace(&mut self.snapshot, committed);
+        // The old state's memory holds the next snapshot's state, unless an
+        // actor still reads it (one restoring from it).
+        self.spare_state = Arc::into_inner(old).and_then(|old| Arc::into_inner(old.optimizer));
     }
 
     /// Gives the metrics actor the committed loss curve.
