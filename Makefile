@@ -7,7 +7,7 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: train test test-gpu deps lint fmt unit loom memcheck bench bench-gpu doc clean
+.PHONY: train test test-gpu deps lint fmt unit loom memcheck bench bench-gpu bench-train doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
 ## zbmd-alloc under valgrind, API docs
@@ -91,6 +91,14 @@ bench-gpu:
 	$(CARGO) bench -p zbmd-benches --bench gpu --features $(BENCH_FEATURES) --locked
 	python3 scripts/bench_report.py gpu
 	benches/gemm_numpy.sh bench_results/gpu.numpy.json
+
+## bench-train: what fault tolerance costs a training run (snapshots, recovery) and what
+## the kernel-actor path costs a step; PyTorch's comparisons are benches/torch/run.sh
+bench-train:
+	$(CARGO) bench -p zbmd-benches --bench train_faults --locked
+	python3 scripts/bench_report.py train_faults
+	$(CARGO) bench -p zbmd-benches --bench train_offload --features $(BENCH_FEATURES) --locked
+	python3 scripts/bench_report.py train_offload
 
 ## doc: API docs, warnings are errors
 doc:

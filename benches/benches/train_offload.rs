@@ -3,20 +3,21 @@
 //!
 //! | group | case | what one iteration does |
 //! |---|---|---|
-//! | `train_offload` | `digits_mlp` | the step of `train_step.rs` (forward of the `[64, 128, 10]` MLP on 64 digits, cross-entropy, backward, one SGD step), its six matrix products run by: `host` the `gemm` crate in place (what the CPU backend does); `zbmd-kernel-actors-cpu` a `GpuPool` kernel actor on a CPU device, one job per product (`--kernel-actors`); `zbmd-kernel-actors-vulkan` the same on the first Vulkan device (lavapipe on a machine without a GPU; built with `--features vulkan`) |
+//! | `train_offload` | `digits_mlp` | the step of `train_step.rs` (forward of the `[64, 128, 10]` MLP on 64 digits, cross-entropy, backward, one SGD step), its six matrix products run by: `host` the `gemm` crate in place (what the CPU backend does); `zbmd-kernel-actors-cpu` a `GpuPool` kernel actor on a CPU device, one job per product (`--kernel-actors`); `zbmd-kernel-actors-<backend>` the same on the first device of each accelerator backend built in (`--features vulkan,cuda`) and present (lavapipe for Vulkan on a machine without a GPU) |
 //!
 //! The kernel-actor cases pay, per product, a message round trip to the
 //! actor, a copy of both operands into the job, the upload, the launch,
 //! the read-back and, on Vulkan, a fence wait: this is the price of the
 //! accelerator path on a model this small, measured rather than guessed.
 //!
-//! Run with `cargo bench -p zbmd-benches --bench train_offload --features vulkan`.
+//! Run with `cargo bench -p zbmd-benches --bench train_offload --features vulkan`
+//! (`make bench-train`; add `cuda` to the features on an NVIDIA machine).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use zbmd_gpu::{CpuDevice, Device, GpuPool};
+use zbmd_gpu::{BackendKind, CpuDevice, Device, GpuPool};
 use zbmd_ml::data::{DataLoader, Normalize, digits};
 use zbmd_ml::nn::Sequential;
 use zbmd_ml::optim::{Optimizer, Sgd, SgdConfig};
@@ -79,15 +80,16 @@ impl Trainer {
     }
 }
 
-/// The devices to offload to, by case name.
-fn devices() -> Vec<(&'static str, Arc<dyn Device>)> {
-    let mut devices: Vec<(&'static str, Arc<dyn Device>)> =
-        vec![("zbmd-kernel-actors-cpu", Arc::new(CpuDevice::with_budget(256 << 20)))];
-    if cfg!(feature = "vulkan") {
-        let detection = zbmd_gpu::detect_backends(Some(zbmd_gpu::BackendKind::Vulkan));
-        match detection.devices.into_iter().next() {
-            Some(device) => devices.push(("zbmd-kernel-actors-vulkan", device)),
-            None => eprintln!("train_offload: no Vulkan device, its case is skipped"),
+/// The devices to offload to, by case name: a CPU device, and the first
+/// device of every accelerator backend compiled in and present.
+fn devices() -> Vec<(String, Arc<dyn Device>)> {
+    let mut devices: Vec<(String, Arc<dyn Device>)> =
+        vec![("zbmd-kernel-actors-cpu".into(), Arc::new(CpuDevice::with_budget(256 << 20)))];
+    for kind in [BackendKind::Cuda, BackendKind::Rocm, BackendKind::Vulkan] {
+        let detection = zbmd_gpu::detect_backends(Some(kind));
+        match detection.devices.into_iter().find(|device| device.id().backend == kind) {
+            Some(device) => devices.push((format!("zbmd-kernel-actors-{}", kind.name()), device)),
+            None => eprintln!("train_offload: no {} device, its case is skipped", kind.name()),
         }
     }
     devices
@@ -102,7 +104,7 @@ fn offload(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(5));
     // Each backend holds its pool (and so its kernel actor) alive.
-    let mut cases: Vec<(&str, Trainer)> = vec![("host", Trainer::new(None))];
+    let mut cases: Vec<(String, Trainer)> = vec![("host".into(), Trainer::new(None))];
     for (name, device) in devices() {
         let pool = Arc::new(GpuPool::builder(vec![device]).start(&rt).expect("a GPU pool"));
         cases.push((name, Trainer::new(Some(Arc::new(PoolMatmul::new(pool))))));
