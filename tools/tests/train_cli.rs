@@ -557,5 +557,8 @@ fn data_scale_divides_csv_features_and_is_refused_elsewhere() {
     assert!(config.kernel_actors);
 
     assert_usage_error(&train(&["--data", data, "--data-scale", "0"]), &["--data-scale 0"]);
-    assert_usage_error(&train(&["--data-scale", "16"]), &["--data-scale applies to CSV data only", "digits"]);
+    assert_usage_error(
+        &train(&["--data-scale", "16"]),
+        &["--data-scale applies to CSV data only", "digits"],
+    );
 }
