@@ -1,10 +1,11 @@
 //! The actors of a training run, children of its `rest_for_one` supervisor
-//! in this order: model, optimizer, data loader, checkpointer, metrics.
+//! in this order: (the GPU supervisor, when the products run on kernel
+//! actors), model, optimizer, data loader, checkpointer, metrics.
 //!
 //! None of them owns anything the run cannot rebuild: the driver holds the
 //! committed state (parameters, optimizer state, loader position, RNG) in
-//! its in-memory snapshot, every actor restores from that snapshot when it
-//! starts, and the driver tells every actor to restore after any crash. A
+//! its in-memory snapshot and the loss curve, every actor restores from
+//! them when it starts or when the driver says so after any crash. A
 //! restarted actor therefore resumes exactly where the last snapshot left
 //! the run, and the steps since are replayed deterministically.
 
