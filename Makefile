@@ -38,14 +38,16 @@ unit:
 ## test-gpu: on a machine with an NVIDIA GPU (CUDA driver installed): every zbmd-gpu
 ## test, including those marked `needs an NVIDIA GPU` (the CUDA conformance suite,
 ## NVRTC and cuBLAS, the caching pool), with Vulkan too where a Vulkan loader is
-## installed; then the GPU benchmarks (launch overhead on CUDA, Vulkan and the CPU;
+## installed, and zbmd-ml's device and training tests (tensors and a training run with
+## its faults on the GPU); then the GPU benchmarks (launch overhead on CUDA, Vulkan and the CPU;
 ## GEMM on the CPU). It installs nothing (GPU machines may be offline) and refuses
 ## to run where no NVIDIA driver answers, so an ignored test never counts as passed.
 GPU_FEATURES = cuda$(shell ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' && echo ,vulkan)
 test-gpu:
 	@nvidia-smi -L || { echo "make test-gpu: no NVIDIA GPU here (nvidia-smi failed)" >&2; exit 1; }
-	@echo "make test-gpu: zbmd-gpu with features $(GPU_FEATURES), ignored tests included"
+	@echo "make test-gpu: zbmd-gpu and zbmd-ml's device and training tests with features $(GPU_FEATURES), ignored tests included"
 	$(CARGO) test -p zbmd-gpu --features $(GPU_FEATURES) --locked -- --include-ignored
+	$(CARGO) test -p zbmd-ml --features $(GPU_FEATURES) --locked --test device --test train -- --include-ignored
 	$(MAKE) bench-gpu BENCH_FEATURES=$(GPU_FEATURES)
 
 ## loom: the loom models of every lock-free structure, release mode, preemption bound 2

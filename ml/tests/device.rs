@@ -392,3 +392,32 @@ mod vulkan {
         rt.shutdown();
     }
 }
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use zbmd_gpu::cuda::CudaDevice;
+
+    fn cuda() -> Arc<dyn Device> {
+        Arc::new(CudaDevice::open(0).expect("an NVIDIA GPU (make test-gpu runs this where one is)"))
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn cuda_round_trip_is_bit_exact_and_the_buffer_is_freed_on_drop() {
+        check_round_trip(&cuda());
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU"]
+    fn pool_products_on_cuda_match_the_host() {
+        let rt = runtime();
+        let pool = Arc::new(GpuPool::builder(vec![cuda()]).actors(1).start(&rt).unwrap());
+        let backend = Arc::new(PoolMatmul::new(pool.clone()));
+        assert!(backend.describe().starts_with("cuda:"), "{}", backend.describe());
+        let got = mlp_gradients(Some(backend), 2).unwrap();
+        assert_close(&got, &mlp_gradients(None, 1).unwrap(), 1e-4);
+        drop(pool);
+        rt.shutdown();
+    }
+}

@@ -120,6 +120,28 @@ fn a_run_on_vulkan_learns_the_digits() {
     }
 }
 
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn a_run_on_cuda_learns_the_digits_and_survives_its_faults() {
+    let config = TrainConfig {
+        backend: Some("cuda".into()),
+        epochs: 5,
+        grad_chunk: 16,
+        ..TrainConfig::default()
+    };
+    let clean = run(&config);
+    assert!(clean.device.starts_with("cuda:"), "ran on {}", clean.device);
+    assert!(clean.test_accuracy >= 0.9, "held-out accuracy {}", clean.test_accuracy);
+    // Crashes replay on the same GPU: bit-identical. (A lost device would
+    // move the run to the host, whose rounding differs.)
+    let faulted = run(&TrainConfig {
+        faults: FaultSchedule::parse("model@20,optimizer@40,device_oom@60").unwrap(),
+        ..config
+    });
+    assert!(faulted.same_parameters(&clean), "the faulted CUDA run ends where the clean one does");
+}
+
 #[test]
 fn a_run_resumed_from_its_checkpoint_ends_where_a_straight_run_does() {
     let dir = temp_dir("resume");
