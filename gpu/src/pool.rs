@@ -178,6 +178,11 @@ impl Job {
     }
 }
 
+/// " (N bytes asked)" for an allocation's out-of-memory, nothing otherwise.
+fn asked(requested: usize) -> String {
+    if requested == 0 { String::new() } else { format!(" ({requested} bytes asked)") }
+}
+
 /// Why a job did not complete.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JobError {
@@ -186,11 +191,12 @@ pub enum JobError {
     Invalid(String),
     /// The job did not fit in device memory, even with the actor's cached
     /// buffers freed. Recoverable: retry with less.
-    #[error("{device}: out of memory for this job ({requested} bytes asked)")]
+    #[error("{device}: out of memory for this job{}", asked(*.requested))]
     OutOfMemory {
         /// The device.
         device: DeviceId,
-        /// The allocation that failed.
+        /// The allocation that failed (0 when the device ran out during a
+        /// launch or a wait rather than an allocation).
         requested: usize,
     },
     /// The device failed under the job; the actor is moving to another

@@ -153,6 +153,9 @@ fn out_of_memory_is_answered_and_the_device_stays_usable() {
         matches!(error, JobError::OutOfMemory { device, .. } if device == cpu_id(0)),
         "{error}"
     );
+    assert!(error.to_string().ends_with("bytes asked)"), "the allocation is named: {error}");
+    let launch = JobError::OutOfMemory { device: cpu_id(0), requested: 0 };
+    assert_eq!(launch.to_string(), "cpu:0: out of memory for this job", "no allocation to name");
     let (smaller, expected) = vector_add(4 * 1024); // 3 × 16 KiB: fits
     assert_eq!(pool.run(smaller).unwrap(), expected, "a smaller job runs on the same device");
     assert_eq!(
