@@ -907,7 +907,7 @@ pub(crate) fn check_products(backend: &dyn MatmulBackend) -> Result<(), String> 
     let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
     let mut got = vec![f32::NAN; m * n];
     backend.matmul(&mut got, false, &a, &b, m, n, k).map_err(|error| {
-        format!("{}: a first, checking product failed: {error}", backend.describe())
+        format!("{}: the check before training failed: {error}", backend.describe())
     })?;
     let mut worst = 0.0f32;
     for row in 0..m {
