@@ -18,67 +18,12 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use zbmd_gpu::{BackendKind, CpuDevice, Device, GpuPool};
-use zbmd_ml::data::{DataLoader, Normalize, digits};
-use zbmd_ml::nn::Sequential;
-use zbmd_ml::optim::{Optimizer, Sgd, SgdConfig};
-use zbmd_ml::rng::Rng;
-use zbmd_ml::tensor::{Graph, MatmulBackend, PoolMatmul};
+use zbmd_ml::tensor::PoolMatmul;
 use zbmd_rt::Runtime;
 
-/// Rows per batch.
-const BATCH: usize = 64;
+mod common;
 
-/// The full batches of one unshuffled epoch over the digits scaled to [0, 1]:
-/// features and class indices.
-fn batches() -> Vec<(Vec<f32>, Vec<usize>)> {
-    let mut data = digits();
-    data.normalize(Normalize::Divide(16.0));
-    let mut loader = DataLoader::builder(data)
-        .batch_size(BATCH)
-        .shuffle(false)
-        .drop_last(true)
-        .build()
-        .expect("the digits form batches of 64");
-    (0..loader.batches_per_epoch())
-        .map(|_| {
-            let batch = loader.next_batch();
-            (batch.features, batch.labels.iter().map(|&l| l as usize).collect())
-        })
-        .collect()
-}
-
-/// A model, optimizer and tape whose products run where `backend` says.
-struct Trainer {
-    model: Sequential,
-    optimizer: Sgd,
-    graph: Graph,
-}
-
-impl Trainer {
-    fn new(backend: Option<Arc<dyn MatmulBackend>>) -> Trainer {
-        let model = Sequential::from_spec("[64, 128, 10]", &mut Rng::new(7)).expect("valid spec");
-        let optimizer = Sgd::new(SgdConfig { lr: 0.1, momentum: 0.9, ..SgdConfig::default() })
-            .expect("valid SGD settings");
-        let mut graph = Graph::new();
-        graph.set_matmul_backend(backend);
-        Trainer { model, optimizer, graph }
-    }
-
-    /// Forward, loss, backward and update on one batch; returns the loss.
-    fn step(&mut self, (features, targets): &(Vec<f32>, Vec<usize>)) -> f32 {
-        self.graph.clear();
-        let x = self.graph.leaf_from_slice(features, &[BATCH, 64], false).expect("batch shape");
-        let logits = self.model.forward(&mut self.graph, x).expect("forward");
-        let loss = self.graph.cross_entropy(logits, targets).expect("cross-entropy");
-        let loss_value = self.graph.value(loss)[0];
-        let grads = self.graph.backward(loss).expect("backward");
-        let mut views = self.model.param_views(&grads).expect("gradients of this forward pass");
-        self.optimizer.step(&mut views).expect("SGD step");
-        drop(views);
-        self.graph.recycle(grads);
-        loss_value
-    }
-}
+use common::{Trainer, batches};
 
 /// The devices to offload to, by case name: a CPU device, and the first
 /// device of every accelerator backend compiled in and present.

@@ -16,77 +16,14 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use zbmd_ml::data::{DataLoader, Normalize, digits};
-use zbmd_ml::nn::Sequential;
-use zbmd_ml::optim::{Optimizer, Sgd, SgdConfig};
-use zbmd_ml::rng::Rng;
-use zbmd_ml::tensor::Graph;
 
-/// Rows per batch.
-const BATCH: usize = 64;
+mod common;
 
-/// One batch, ready to feed: features `[BATCH, 64]` and class indices.
-struct Prepared {
-    features: Vec<f32>,
-    targets: Vec<usize>,
-}
-
-/// The full batches of one unshuffled epoch over the digits scaled to [0, 1].
-fn batches() -> Vec<Prepared> {
-    let mut data = digits();
-    data.normalize(Normalize::Divide(16.0));
-    let mut loader = DataLoader::builder(data)
-        .batch_size(BATCH)
-        .shuffle(false)
-        .drop_last(true)
-        .build()
-        .expect("the digits form batches of 64");
-    (0..loader.batches_per_epoch())
-        .map(|_| {
-            let batch = loader.next_batch();
-            Prepared {
-                features: batch.features,
-                targets: batch.labels.iter().map(|&l| l as usize).collect(),
-            }
-        })
-        .collect()
-}
-
-/// The model, optimizer and tape that persist across steps.
-struct Trainer {
-    model: Sequential,
-    optimizer: Sgd,
-    graph: Graph,
-}
-
-impl Trainer {
-    fn new() -> Trainer {
-        let model = Sequential::from_spec("[64, 128, 10]", &mut Rng::new(7)).expect("valid spec");
-        let optimizer = Sgd::new(SgdConfig { lr: 0.1, momentum: 0.9, ..SgdConfig::default() })
-            .expect("valid SGD settings");
-        Trainer { model, optimizer, graph: Graph::new() }
-    }
-
-    /// Forward, loss, backward and update on one batch; returns the loss.
-    fn step(&mut self, batch: &Prepared) -> f32 {
-        self.graph.clear();
-        let x =
-            self.graph.leaf_from_slice(&batch.features, &[BATCH, 64], false).expect("batch shape");
-        let logits = self.model.forward(&mut self.graph, x).expect("forward");
-        let loss = self.graph.cross_entropy(logits, &batch.targets).expect("cross-entropy");
-        let loss_value = self.graph.value(loss)[0];
-        let grads = self.graph.backward(loss).expect("backward");
-        let mut views = self.model.param_views(&grads).expect("gradients of this forward pass");
-        self.optimizer.step(&mut views).expect("SGD step");
-        drop(views);
-        self.graph.recycle(grads);
-        loss_value
-    }
-}
+use common::{Trainer, batches};
 
 fn train_step(c: &mut Criterion) {
     let batches = batches();
-    let mut trainer = Trainer::new();
+    let mut trainer = Trainer::new(None);
     // A training run, not a benchmark artefact: the loss must fall.
     let first = trainer.step(&batches[0]);
     let mut next = 1;
