@@ -95,7 +95,9 @@ fn on_kernel_actors_crashes_and_device_faults_leave_the_parameters_bit_identical
 
 #[test]
 fn products_on_kernel_actors_train_as_products_on_the_host_do() {
-    // Same model, data and seed; only where the products run differs.
+    // Same model, data and seed; only where the products run differs. (That
+    // they do run on the kernel actors is shown by the faulted test above,
+    // whose report names the kernel actor's move.)
     let host = run(&small(1));
     let kernels = run(&TrainConfig { kernel_actors: true, ..small(1) });
     for (a, b) in host.losses.iter().zip(&kernels.losses) {
