@@ -7,11 +7,11 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: train test test-gpu deps lint fmt unit loom memcheck bench bench-gpu bench-train doc clean
+.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck bench bench-gpu bench-train doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
 ## zbmd-alloc under valgrind, API docs
-test: deps lint unit loom memcheck doc
+test: deps disk lint unit loom memcheck doc
 	@echo "make test: all checks passed"
 
 ## train: the main job: zbmd-node train on the embedded digits (an MLP under the
@@ -21,6 +21,17 @@ train: deps
 
 deps:
 	@scripts/install-deps.sh
+
+# A fresh `make test` writes about 3.5 GiB under the target directory (measured
+# from a clean clone). Short of that, the compiler dies mid-build with a bus
+# error or an internal error that does not say why; say it first.
+TEST_DISK_GIB = 4
+disk:
+	@dir=$${CARGO_TARGET_DIR:-target}; [ -d "$$dir" ] || dir=.; \
+	free=$$(df -Pk "$$dir" | awk 'NR == 2 { print int($$4 / 1048576) }'); \
+	if [ "$$free" -lt $(TEST_DISK_GIB) ]; then \
+	  echo "make test: warning: $$free GiB free under $$dir, a fresh build needs about $(TEST_DISK_GIB) GiB" >&2; \
+	fi
 
 ## lint: formatting and clippy (default features and all of them), warnings are errors
 lint:
