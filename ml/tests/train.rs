@@ -46,7 +46,8 @@ fn crashes_and_device_faults_leave_the_parameters_bit_identical() {
 
     let _ = std::fs::remove_dir_all(&dir);
     config.faults = FaultSchedule::parse(
-        "model@7,optimizer@13,loader@21,device_lost@26,checkpointer@30,device_oom@33,model@34",
+        "model@7,optimizer@13,loader@21,device_lost@26,checkpointer@30,device_oom@33,model@34,\
+         metrics@40",
     )
     .unwrap();
     let faulted = run(&config);
@@ -55,7 +56,8 @@ fn crashes_and_device_faults_leave_the_parameters_bit_identical() {
         "a faulted run must end with the clean run's parameters"
     );
     assert_eq!(faulted.losses, clean.losses, "and the same loss at every step");
-    assert_eq!(faulted.faults_injected, 7);
+    assert_eq!(faulted.history, clean.history, "and the same epoch figures");
+    assert_eq!(faulted.faults_injected, 8);
     let recovered: Vec<FaultTarget> = faulted.recoveries.iter().map(|r| r.target).collect();
     for target in FaultTarget::ALL {
         assert!(recovered.contains(&target), "no recovery from {target:?}: {recovered:?}");

@@ -105,8 +105,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Faults to inject, e.g. `model@10,optimizer@25,device_lost@40`
-    /// (targets: model, optimizer, loader, checkpointer, device_lost,
-    /// device_oom; steps from 1).
+    /// (targets: model, optimizer, loader, checkpointer, metrics,
+    /// device_lost, device_oom; steps from 1).
     #[arg(long, value_name = "TARGET@STEP,...", value_parser = FaultSchedule::parse)]
     pub faults: Option<FaultSchedule>,
     /// Writes the final parameters here (safetensors, PyTorch names).

@@ -771,13 +771,16 @@ impl Actor for CheckpointerActor {
 // Metrics
 
 pub(crate) enum MetricsMsg {
-    /// A step's loss.
-    Record { epoch: u64, loss: f32 },
-    /// The mean loss of an epoch's steps so far.
-    EpochMean { epoch: u64, reply: ReplyTo<f32> },
+    /// Step `step`'s loss (steps count from 1).
+    Record { step: u64, loss: f32 },
+    /// The mean loss of an epoch's steps, or, when the curve misses one of
+    /// them (records lost to a restart of this actor, or dropped by a full
+    /// mailbox), `Err` with how many steps it holds: the driver then
+    /// restores the curve and asks again.
+    EpochMean { epoch: u64, reply: ReplyTo<Result<f32, u64>> },
     /// Replaces the curve with the committed one (after a crash, whose
-    /// steps since the snapshot are being replayed, or at the start of a
-    /// resumed run).
+    /// steps since the snapshot are being replayed, at the start of a
+    /// resumed run, or to fill a gap).
     Restore { losses: Vec<f32>, reply: ReplyTo<()> },
 }
 
@@ -785,7 +788,9 @@ pub(crate) enum MetricsMsg {
 /// committed curve and restores this actor from it.
 pub(crate) struct MetricsActor {
     pub shared: Arc<Shared>,
-    pub losses: Vec<(u64, f32)>,
+    /// Step `i + 1`'s loss at `i`, without gaps: a record past the end is
+    /// dropped, and the missing steps are reported by `EpochMean`.
+    pub losses: Vec<f32>,
 }
 
 impl Actor for MetricsActor {
@@ -793,19 +798,34 @@ impl Actor for MetricsActor {
 
     fn handle(&mut self, _: &mut Context<'_, Self>, msg: MetricsMsg) -> Result<(), ActorError> {
         match msg {
-            MetricsMsg::Record { epoch, loss } => self.losses.push((epoch, loss)),
+            MetricsMsg::Record { step, loss } => {
+                if self.shared.take_fault(FaultTarget::Metrics, step) {
+                    // Not through `Shared::crash`: the driver does not wait
+                    // on a record, so no step would take the reason.
+                    let why = format!("injected fault: metrics crash at step {step}");
+                    return Err(ActorError::msg(why));
+                }
+                let index = step.saturating_sub(1) as usize;
+                // A replayed step replaces the one it repeats and everything
+                // after it; a step past the end would leave a hole.
+                if index <= self.losses.len() {
+                    self.losses.truncate(index);
+                    self.losses.push(loss);
+                }
+            }
             MetricsMsg::EpochMean { epoch, reply } => {
-                let losses: Vec<f32> = self
-                    .losses
-                    .iter()
-                    .filter(|(e, _)| *e == epoch)
-                    .map(|(_, loss)| *loss)
-                    .collect();
-                reply.reply(losses.iter().sum::<f32>() / losses.len().max(1) as f32);
+                let per_epoch = self.shared.batches_per_epoch.max(1);
+                let first = (epoch * per_epoch) as usize;
+                let last = first + per_epoch as usize;
+                reply.reply(
+                    self.losses
+                        .get(first..last)
+                        .map(|losses| losses.iter().sum::<f32>() / losses.len() as f32)
+                        .ok_or(self.losses.len() as u64),
+                );
             }
             MetricsMsg::Restore { losses, reply } => {
-                let per_epoch = self.shared.batches_per_epoch.max(1);
-                self.losses = (0..).map(|i: u64| i / per_epoch).zip(losses).collect();
+                self.losses = losses;
                 reply.reply(());
             }
         }

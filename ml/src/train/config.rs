@@ -53,18 +53,19 @@ pub enum FaultTarget {
     DeviceLost,
     /// The model's device runs out of memory (the micro-batch is halved).
     DeviceOom,
-    /// The metrics actor. Not injectable (it is not in [`ALL`](Self::ALL)):
-    /// it names the actor when a real failure there is reported.
+    /// The metrics actor crashes while recording a step's loss (the curve
+    /// it loses is restored from the driver's at the epoch's end).
     Metrics,
 }
 
 impl FaultTarget {
     /// Every target a fault can be injected into.
-    pub const ALL: [FaultTarget; 6] = [
+    pub const ALL: [FaultTarget; 7] = [
         FaultTarget::Model,
         FaultTarget::Optimizer,
         FaultTarget::Loader,
         FaultTarget::Checkpointer,
+        FaultTarget::Metrics,
         FaultTarget::DeviceLost,
         FaultTarget::DeviceOom,
     ];

@@ -502,7 +502,9 @@ impl Driver<'_> {
         *progress = Progress { step, loader: loader_after, rng_state: grads.rng_state };
         self.losses.truncate(step as usize - 1);
         self.losses.push(loss);
-        let _ = self.tree.metrics.try_send(MetricsMsg::Record { epoch, loss });
+        // Fire and forget: a record lost on the way is noticed at the
+        // epoch's end, and the curve restored from the driver's.
+        let _ = self.tree.metrics.try_send(MetricsMsg::Record { step, loss });
         *examples += batch.rows as u64;
         if let Some(state) = stepped.state {
             self.commit(progress, state);
@@ -541,13 +543,7 @@ impl Driver<'_> {
             examples_per_sec: *examples as f64 / elapsed,
         });
         if step % self.batches_per_epoch == 0 {
-            let train_loss = self
-                .tree
-                .call(FaultTarget::Metrics, &self.tree.metrics, |reply| MetricsMsg::EpochMean {
-                    epoch,
-                    reply,
-                })
-                .unwrap_or(f32::NAN);
+            let train_loss = self.epoch_mean(epoch, step).unwrap_or(f32::NAN);
             let (test_loss, test_accuracy) =
                 self.evaluate().map_err(|error| Crashed(FaultTarget::Model, error.to_string()))?;
             let info = EpochInfo { epoch, train_loss, test_loss, test_accuracy };
@@ -576,11 +572,51 @@ impl Driver<'_> {
 
     /// Gives the metrics actor the committed loss curve.
     fn restore_metrics(&self) -> Result<(), Crashed> {
-        let committed = &self.losses[..self.snapshot.step as usize];
+        self.restore_metrics_to(self.snapshot.step)
+    }
+
+    /// Gives the metrics actor the driver's loss curve up to step `step`.
+    fn restore_metrics_to(&self, step: u64) -> Result<(), Crashed> {
+        let losses = &self.losses[..step as usize];
         self.tree.call(FaultTarget::Metrics, &self.tree.metrics, |reply| MetricsMsg::Restore {
-            losses: committed.to_vec(),
+            losses: losses.to_vec(),
             reply,
         })
+    }
+
+    /// The mean training loss of `epoch`, which step `step` ended, from the
+    /// metrics actor. Where its curve misses steps (it restarted, or a
+    /// record was dropped), the driver's curve fills it first, and the
+    /// repair is reported. `None` only when the metrics actor cannot answer.
+    fn epoch_mean(&mut self, epoch: u64, step: u64) -> Option<f32> {
+        let ask = || {
+            self.tree.call(FaultTarget::Metrics, &self.tree.metrics, |reply| {
+                MetricsMsg::EpochMean { epoch, reply }
+            })
+        };
+        let held = match ask().ok()? {
+            Ok(mean) => return Some(mean),
+            Err(held) => held,
+        };
+        let since = Instant::now();
+        self.restore_metrics_to(step).ok()?;
+        let mean = ask().ok()?.ok()?;
+        let held = match held {
+            0 => "no step's loss".to_string(),
+            held => format!("the losses of steps 1-{held} only"),
+        };
+        let recovery = RecoveryInfo {
+            target: FaultTarget::Metrics,
+            step,
+            action: format!(
+                "the metrics actor held {held} (it restarted, or a record was dropped); \
+                 its curve was restored to step {step} from the driver's"
+            ),
+            recovery_time: since.elapsed(),
+        };
+        self.observer.on_recovery(&recovery);
+        self.recoveries.push(recovery);
+        Some(mean)
     }
 
     /// After a crash: every actor back to the snapshot, the driver too.
