@@ -28,7 +28,7 @@ use zbmd_gpu::{Device, DeviceId, ErrorClass};
 
 use crate::rng::Rng;
 
-pub use device::{DeviceData, MatmulBackend, PoolMatmul};
+pub use device::{DeviceData, MatmulBackend, PoolMatmul, Product};
 pub use graph::{Gradients, Graph, Var};
 pub use kernels::erf;
 

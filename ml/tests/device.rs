@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use zbmd_gpu::faulty::{Fault, Operation, Rule, Trigger};
 use zbmd_gpu::{BackendKind, CpuDevice, Device, DeviceId, ErrorClass, FaultyDevice, GpuPool};
 use zbmd_ml::rng::Rng;
-use zbmd_ml::tensor::{DType, Graph, MatmulBackend, PoolMatmul, Tensor, TensorError};
+use zbmd_ml::tensor::{DType, Graph, MatmulBackend, PoolMatmul, Product, Tensor, TensorError};
 use zbmd_rt::Runtime;
 
 fn runtime() -> Runtime {
@@ -226,22 +226,18 @@ struct Counting {
 }
 
 impl MatmulBackend for Counting {
-    #[allow(clippy::too_many_arguments)] // the trait's signature
     fn matmul(
         &self,
+        product: Product<'_>,
         dst: &mut [f32],
         accumulate: bool,
-        a: &[f32],
-        b: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
     ) -> Result<(), TensorError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        product.check_dst(dst)?;
+        let (m, n, _) = product.dims();
         for r in 0..m {
             for c in 0..n {
-                let sum: f32 = (0..k).map(|i| a[r * k + i] * b[i * n + c]).sum();
-                let slot = &mut dst[r * n + c];
+                let (sum, slot) = (product.reference(r, c), &mut dst[r * n + c]);
                 *slot = if accumulate { *slot + sum } else { sum };
             }
         }

@@ -151,6 +151,92 @@ fn on_stream(
     done.and(closed).map_err(|e| TensorError::device(op, &e))
 }
 
+/// One matrix product `a[m×k] · b[k×n]`, both operands row-major and
+/// contiguous, their lengths checked against the sizes when it is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Product<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl<'a> Product<'a> {
+    /// The product `a[m×k] · b[k×n]`; fails when an operand's length is not
+    /// its rows times its columns.
+    pub fn new(
+        a: &'a [f32],
+        b: &'a [f32],
+        (m, n, k): (usize, usize, usize),
+    ) -> Result<Product<'a>, TensorError> {
+        let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
+        if !(fits(a.len(), m, k) && fits(b.len(), k, n)) || m.checked_mul(n).is_none() {
+            return Err(TensorError::InvalidArgument {
+                op: "matmul",
+                what: format!(
+                    "{m}x{k} · {k}x{n} needs operands of {} and {} elements; got {} and {}",
+                    m.saturating_mul(k),
+                    k.saturating_mul(n),
+                    a.len(),
+                    b.len()
+                ),
+            });
+        }
+        Ok(Product { a, b, m, n, k })
+    }
+
+    /// The left operand, `m×k`.
+    pub fn lhs(&self) -> &'a [f32] {
+        self.a
+    }
+
+    /// The right operand, `k×n`.
+    pub fn rhs(&self) -> &'a [f32] {
+        self.b
+    }
+
+    /// `(m, n, k)`: the result is `m×n`, summed over `k`.
+    pub fn dims(&self) -> (usize, usize, usize) {
+        (self.m, self.n, self.k)
+    }
+
+    /// The result's elements, `m·n`.
+    pub fn len(&self) -> usize {
+        self.m * self.n
+    }
+
+    /// Whether the result has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entry `(row, col)` of the result, summed on the host in index order:
+    /// the plain reference a backend's answer can be checked against.
+    pub fn reference(&self, row: usize, col: usize) -> f32 {
+        let (n, k) = (self.n, self.k);
+        (0..k).map(|i| self.a[row * k + i] * self.b[i * n + col]).sum()
+    }
+
+    /// Fails unless `dst` holds exactly the result's `m·n` elements: what a
+    /// backend checks before writing.
+    pub fn check_dst(&self, dst: &[f32]) -> Result<(), TensorError> {
+        if dst.len() == self.len() {
+            return Ok(());
+        }
+        Err(TensorError::InvalidArgument {
+            op: "matmul",
+            what: format!(
+                "a {}x{} product needs a destination of {} elements; got {}",
+                self.m,
+                self.n,
+                self.len(),
+                dst.len()
+            ),
+        })
+    }
+}
+
 /// Where a [`Graph`](super::Graph) runs its matrix products when one is set
 /// with [`Graph::set_matmul_backend`](super::Graph::set_matmul_backend).
 ///
@@ -158,17 +244,13 @@ fn on_stream(
 /// copied into scratch buffers from its pool first) and takes the result in
 /// `dst`.
 pub trait MatmulBackend: Send + Sync {
-    /// dst[m×n] = (accumulate ? dst : 0) + a[m×k]·b[k×n]; a, b, dst row-major and contiguous.
-    #[allow(clippy::too_many_arguments)] // a BLAS-style signature: operands, then sizes
+    /// `dst = (accumulate ? dst : 0) + product`, `dst` row-major with the
+    /// product's `m·n` elements.
     fn matmul(
         &self,
+        product: Product<'_>,
         dst: &mut [f32],
         accumulate: bool,
-        a: &[f32],
-        b: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
     ) -> Result<(), TensorError>;
 
     /// For reports: where the products run ("cpu:0 via 2 kernel actors").
@@ -239,32 +321,14 @@ fn job_error(error: JobError) -> TensorError {
 }
 
 impl MatmulBackend for PoolMatmul {
-    #[allow(clippy::too_many_arguments)] // the trait's signature
     fn matmul(
         &self,
+        product: Product<'_>,
         dst: &mut [f32],
         accumulate: bool,
-        a: &[f32],
-        b: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
     ) -> Result<(), TensorError> {
-        let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
-        if !(fits(dst.len(), m, n) && fits(a.len(), m, k) && fits(b.len(), k, n)) {
-            return Err(TensorError::InvalidArgument {
-                op: POOL_OP,
-                what: format!(
-                    "{m}x{k} · {k}x{n} needs operands of {}, {} and {} elements; got {}, {} and {}",
-                    m * k,
-                    k * n,
-                    m * n,
-                    a.len(),
-                    b.len(),
-                    dst.len()
-                ),
-            });
-        }
+        product.check_dst(dst)?;
+        let (m, n, k) = product.dims();
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -275,25 +339,25 @@ impl MatmulBackend for PoolMatmul {
             }
             return Ok(());
         }
-        let job =
-            Job::new(Op::Gemm { m, n, k }, vec![Arc::from(a), Arc::from(b)]).map_err(job_error)?;
-        let product = self.pool.run_into(job, self.take_spare()).map_err(job_error)?;
-        if product.len() != dst.len() {
+        let inputs = vec![Arc::from(product.lhs()), Arc::from(product.rhs())];
+        let job = Job::new(Op::Gemm { m, n, k }, inputs).map_err(job_error)?;
+        let result = self.pool.run_into(job, self.take_spare()).map_err(job_error)?;
+        if result.len() != dst.len() {
             return Err(TensorError::Device {
                 op: POOL_OP,
                 class: ErrorClass::Request,
                 message: format!(
                     "the pool returned {} elements for a {m}x{n} product",
-                    product.len()
+                    result.len()
                 ),
             });
         }
         if accumulate {
-            dst.iter_mut().zip(&product).for_each(|(d, p)| *d += p);
+            dst.iter_mut().zip(&result).for_each(|(d, r)| *d += r);
         } else {
-            dst.copy_from_slice(&product);
+            dst.copy_from_slice(&result);
         }
-        self.keep_spare(product);
+        self.keep_spare(result);
         Ok(())
     }
 
@@ -309,5 +373,37 @@ impl MatmulBackend for PoolMatmul {
         let devices = if devices.is_empty() { "no device".to_string() } else { devices.join(", ") };
         let actors = placements.len();
         format!("{devices} via {actors} kernel actor{}", if actors == 1 { "" } else { "s" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_product_whose_operands_do_not_fit_its_sizes_is_refused() {
+        let (a, b) = ([1.0; 6], [1.0; 12]);
+        assert!(Product::new(&a, &b, (2, 4, 3)).is_ok());
+        for dims in [(3, 4, 3), (2, 4, 2), (2, 3, 3), (usize::MAX, 2, 1)] {
+            let error = Product::new(&a, &b, dims).unwrap_err();
+            assert!(
+                matches!(&error, TensorError::InvalidArgument { what, .. } if what.contains("got 6 and 12")),
+                "{dims:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reference_is_the_row_times_column_sum_and_the_destination_is_checked() {
+        // [1 2 3; 4 5 6] · [1 0; 0 1; 1 1] = [4 5; 10 11]
+        let (a, b) = ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let product = Product::new(&a, &b, (2, 2, 3)).unwrap();
+        let got: Vec<f32> =
+            [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(r, c)| product.reference(r, c)).to_vec();
+        assert_eq!(got, [4.0, 5.0, 10.0, 11.0]);
+        assert_eq!(product.len(), 4);
+        assert!(product.check_dst(&[0.0; 4]).is_ok());
+        let error = product.check_dst(&[0.0; 5]).unwrap_err();
+        assert!(error.to_string().contains("destination of 4 elements; got 5"), "{error}");
     }
 }

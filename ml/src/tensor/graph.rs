@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::device::MatmulBackend;
+use super::device::{MatmulBackend, Product};
 use super::kernels::{self, Mat};
 use super::{Tensor, TensorError};
 use crate::rng::Rng;
@@ -189,7 +189,8 @@ fn product(
     let rhs_copy = (!rhs.is_row_major(k, n)).then(|| copy(pool, rhs, k, n));
     let a = lhs_copy.as_deref().unwrap_or(&lhs.data[..m * k]);
     let b = rhs_copy.as_deref().unwrap_or(&rhs.data[..k * n]);
-    let result = backend.matmul(dst, accumulate, a, b, m, n, k);
+    let result =
+        Product::new(a, b, (m, n, k)).and_then(|product| backend.matmul(product, dst, accumulate));
     // Back in the reverse order of taking, so the next step pops the same ones.
     pool.extend(rhs_copy);
     pool.extend(lhs_copy);

@@ -23,7 +23,7 @@ use crate::data::{Batch, DataLoader, Dataset, LoaderPosition, Prefetcher};
 use crate::nn::{ModelError, Sequential};
 use crate::optim::{LrSchedule, Optimizer, OptimizerConfig, OptimizerState, ParamView};
 use crate::rng::Rng;
-use crate::tensor::{Graph, MatmulBackend, Tensor, TensorError};
+use crate::tensor::{Graph, MatmulBackend, Product, Tensor, TensorError};
 use crate::train::commit::{Committed, Params};
 use crate::train::config::FaultTarget;
 
@@ -925,15 +925,15 @@ pub(crate) fn check_products(backend: &dyn MatmulBackend) -> Result<(), String> 
     let (m, n, k) = (17, 9, 33);
     let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
     let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+    let product = Product::new(&a, &b, (m, n, k)).map_err(|error| error.to_string())?;
     let mut got = vec![f32::NAN; m * n];
-    backend.matmul(&mut got, false, &a, &b, m, n, k).map_err(|error| {
+    backend.matmul(product, &mut got, false).map_err(|error| {
         format!("{}: the check before training failed: {error}", backend.describe())
     })?;
     let mut worst = 0.0f32;
     for row in 0..m {
         for col in 0..n {
-            let want: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
-            let error = (got[row * n + col] - want).abs();
+            let error = (got[row * n + col] - product.reference(row, col)).abs();
             // NaN compares false: make it the worst.
             worst = if error.is_nan() { f32::INFINITY } else { worst.max(error) };
         }
@@ -960,19 +960,15 @@ mod tests {
     impl MatmulBackend for Naive {
         fn matmul(
             &self,
+            product: Product<'_>,
             dst: &mut [f32],
             accumulate: bool,
-            a: &[f32],
-            b: &[f32],
-            m: usize,
-            n: usize,
-            k: usize,
         ) -> Result<(), TensorError> {
+            let (m, n, _) = product.dims();
             for row in 0..m {
                 for col in 0..n {
-                    let sum: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
                     let old = if accumulate { dst[row * n + col] } else { 0.0 };
-                    dst[row * n + col] = old + sum + self.bias;
+                    dst[row * n + col] = old + product.reference(row, col) + self.bias;
                 }
             }
             Ok(())
