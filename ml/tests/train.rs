@@ -64,6 +64,11 @@ fn crashes_and_device_faults_leave_the_parameters_bit_identical() {
     }
     assert_eq!(faulted.device, "cpu:1", "the lost device was left");
     assert_eq!(clean.device, "cpu:0");
+    // No step waits on the metrics actor: its lost curve is found at the
+    // epoch's end (step 46) and restored from the driver's.
+    let metrics = faulted.recoveries.iter().find(|r| r.target == FaultTarget::Metrics).unwrap();
+    assert_eq!(metrics.step, 40);
+    assert!(metrics.action.contains("restored to step 46 from the driver's"), "{}", metrics.action);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -78,8 +83,10 @@ fn on_kernel_actors_crashes_and_device_faults_leave_the_parameters_bit_identical
     assert!(clean.test_accuracy > 0.8, "it learns: {}", clean.test_accuracy);
     assert_eq!(clean.device, "cpu:0");
     let faulted = run(&TrainConfig {
-        faults: FaultSchedule::parse("model@5,device_lost@9,optimizer@12,device_oom@17,loader@20")
-            .unwrap(),
+        faults: FaultSchedule::parse(
+            "metrics@3,model@5,device_lost@9,optimizer@12,device_oom@17,loader@20",
+        )
+        .unwrap(),
         ..config
     });
     assert!(
@@ -87,7 +94,13 @@ fn on_kernel_actors_crashes_and_device_faults_leave_the_parameters_bit_identical
         "the faulted run ends with the clean run's parameters"
     );
     assert_eq!(faulted.losses, clean.losses);
-    assert_eq!(faulted.faults_injected, 5);
+    assert_eq!(faulted.history, clean.history);
+    assert_eq!(faulted.faults_injected, 6);
+    // The model's crash at step 5 restored every actor, the metrics actor's
+    // lost curve with them, before an epoch's end looked at it.
+    let metrics = faulted.recoveries.iter().find(|r| r.target == FaultTarget::Metrics).unwrap();
+    assert_eq!(metrics.step, 3);
+    assert!(metrics.action.contains("with the other actors'"), "{}", metrics.action);
     assert_eq!(faulted.device, "cpu:1", "the kernel actor left the lost device");
     let lost = faulted.recoveries.iter().find(|r| r.target == FaultTarget::DeviceLost).unwrap();
     assert!(lost.action.contains("kernel actors moved: cpu:0 → cpu:1"), "{}", lost.action);

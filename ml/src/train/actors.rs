@@ -55,6 +55,17 @@ pub(crate) struct Shared {
     pub keep_checkpoints: usize,
     /// Why the last actor crashed, for the recovery report.
     pub crash: Mutex<Option<(FaultTarget, String)>>,
+    /// Why, when and at which step the metrics actor last crashed: kept
+    /// apart from `crash`, because no step waits on that actor and the
+    /// driver only notices at the epoch's end.
+    pub metrics_crash: Mutex<Option<MetricsCrash>>,
+}
+
+/// A crash of the metrics actor, for the report of its repair.
+pub(crate) struct MetricsCrash {
+    pub step: u64,
+    pub at: Instant,
+    pub why: String,
 }
 
 impl Shared {
@@ -800,10 +811,12 @@ impl Actor for MetricsActor {
         match msg {
             MetricsMsg::Record { step, loss } => {
                 if self.shared.take_fault(FaultTarget::Metrics, step) {
-                    // Not through `Shared::crash`: the driver does not wait
-                    // on a record, so no step would take the reason.
                     let why = format!("injected fault: metrics crash at step {step}");
-                    return Err(ActorError::msg(why));
+                    let error = ActorError::msg(&why);
+                    let crash = MetricsCrash { step, at: Instant::now(), why };
+                    *self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(crash);
+                    return Err(error);
                 }
                 let index = step.saturating_sub(1) as usize;
                 // A replayed step replaces the one it repeats and everything

@@ -235,6 +235,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         checkpoint_dir: config.checkpoint_dir.clone(),
         keep_checkpoints: config.keep_checkpoints,
         crash: Mutex::new(None),
+        metrics_crash: Mutex::new(None),
     });
     let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
     let tree = start_tree(&rt, &shared, gpu, config.faults.at.len())?;
@@ -586,33 +587,53 @@ impl Driver<'_> {
 
     /// The mean training loss of `epoch`, which step `step` ended, from the
     /// metrics actor. Where its curve misses steps (it restarted, or a
-    /// record was dropped), the driver's curve fills it first, and the
-    /// repair is reported. `None` only when the metrics actor cannot answer.
+    /// record was dropped), the driver's curve fills it first. A crash of
+    /// the metrics actor is reported here, the first time the driver
+    /// waits on it. `None` only when the metrics actor cannot answer.
     fn epoch_mean(&mut self, epoch: u64, step: u64) -> Option<f32> {
         let ask = || {
             self.tree.call(FaultTarget::Metrics, &self.tree.metrics, |reply| {
                 MetricsMsg::EpochMean { epoch, reply }
             })
         };
-        let held = match ask().ok()? {
-            Ok(mean) => return Some(mean),
-            Err(held) => held,
+        let noticed = Instant::now();
+        let (mean, repair) = match ask().ok()? {
+            Ok(mean) => (mean, None),
+            Err(held) => {
+                self.restore_metrics_to(step).ok()?;
+                let held = match held {
+                    0 => "no step's loss".to_string(),
+                    held => format!("the losses of steps 1-{held} only"),
+                };
+                let repair = format!(
+                    "at the end of epoch {} it held {held}; its curve was restored to step \
+                     {step} from the driver's",
+                    epoch + 1
+                );
+                (ask().ok()?.ok()?, Some(repair))
+            }
         };
-        let since = Instant::now();
-        self.restore_metrics_to(step).ok()?;
-        let mean = ask().ok()?.ok()?;
-        let held = match held {
-            0 => "no step's loss".to_string(),
-            held => format!("the losses of steps 1-{held} only"),
-        };
-        let recovery = RecoveryInfo {
-            target: FaultTarget::Metrics,
-            step,
-            action: format!(
-                "the metrics actor held {held} (it restarted, or a record was dropped); \
-                 its curve was restored to step {step} from the driver's"
-            ),
-            recovery_time: since.elapsed(),
+        let crash = self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let recovery = match (crash, repair) {
+            (Some(crash), repair) => RecoveryInfo {
+                target: FaultTarget::Metrics,
+                step: crash.step,
+                action: format!(
+                    "{}; {}",
+                    crash.why,
+                    // Lost nothing: a later crash's recovery gave every
+                    // actor the committed curve back.
+                    repair.as_deref().unwrap_or("its curve was restored with the other actors'")
+                ),
+                recovery_time: crash.at.elapsed(),
+            },
+            (None, Some(repair)) => RecoveryInfo {
+                target: FaultTarget::Metrics,
+                step,
+                action: format!("a record was lost, no crash is known; {repair}"),
+                recovery_time: noticed.elapsed(),
+            },
+            (None, None) => return Some(mean),
         };
         self.observer.on_recovery(&recovery);
         self.recoveries.push(recovery);

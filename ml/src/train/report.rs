@@ -40,15 +40,16 @@ pub struct EpochInfo {
 pub struct RecoveryInfo {
     /// What failed.
     pub target: FaultTarget,
-    /// The step that was in flight (from 1). For the metrics actor, whose
-    /// records the driver does not wait on, the step whose epoch end found
-    /// its curve short.
+    /// The step that was in flight (from 1). For a record the metrics
+    /// actor lost with no crash known, the step whose epoch end found its
+    /// curve short.
     pub step: u64,
     /// What was done: "restored from the snapshot of step 41", "micro-batch
     /// 64 → 32", "moved from cpu:0 to cpu:1".
     pub action: String,
-    /// From the failure to the completion of the step it interrupted (for
-    /// the metrics actor: the time to restore its curve).
+    /// From the failure to the completion of the step it interrupted. For
+    /// the metrics actor, which no step waits on: from its crash to the
+    /// epoch's end, where its curve is checked whole.
     pub recovery_time: Duration,
 }
 
