@@ -219,8 +219,8 @@ impl HostData {
 pub enum Storage {
     /// Host memory.
     Host(HostData),
-    /// One `f32` buffer on a zbmd-gpu device, shared between views and freed
-    /// when the last of them is dropped.
+    /// One buffer on a zbmd-gpu device, in the tensor's dtype, shared
+    /// between views and freed when the last of them is dropped.
     Device(DeviceData),
 }
 
@@ -318,11 +318,11 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// The storage dtype (always `F32` on a device).
+    /// The storage dtype.
     pub fn dtype(&self) -> DType {
         match &self.storage {
             Storage::Host(data) => data.dtype(),
-            Storage::Device(_) => DType::F32,
+            Storage::Device(data) => data.dtype(),
         }
     }
 
@@ -339,21 +339,23 @@ impl Tensor {
         matches!(self.storage, Storage::Host(_))
     }
 
-    /// A copy of this tensor on `device`, row-major and `f32` (a `f16` or
-    /// `bf16` tensor is widened first): one allocation, one upload on a
-    /// fresh stream, then a synchronize, so the copy is complete when this
-    /// returns. A tensor already on this very device object is shared, not
-    /// copied; one on another device goes through the host.
+    /// A copy of this tensor on `device`, row-major, in its own dtype (the
+    /// same bits come back): one allocation, one upload on a fresh stream,
+    /// then a synchronize, so the copy is complete when this returns. A
+    /// tensor already on this very device object is shared, not copied; one
+    /// on another device goes through the host.
     pub fn to_device(&self, device: &Arc<dyn Device>) -> Result<Tensor, TensorError> {
-        let values = match &self.storage {
-            Storage::Device(data) if data.is_on(device) => return Ok(self.clone()),
-            Storage::Device(_) => return self.to_host()?.to_device(device),
-            Storage::Host(_) => match self.as_f32_slice() {
-                Some(slice) => std::borrow::Cow::Borrowed(slice),
-                None => std::borrow::Cow::Owned(self.to_vec_f32()),
-            },
+        if let Storage::Device(data) = &self.storage {
+            if data.is_on(device) {
+                return Ok(self.clone());
+            }
+            return self.to_host()?.to_device(device);
+        }
+        let dense = self.row_major("to_device");
+        let Storage::Host(host) = &dense.storage else {
+            unreachable!("a host tensor's row-major copy is on the host")
         };
-        let data = DeviceData::upload(device, &values)?;
+        let data = DeviceData::upload(device, host, dense.offset..dense.offset + dense.numel())?;
         Ok(Tensor {
             shape: self.shape.clone(),
             strides: contiguous_strides(&self.shape),
@@ -362,26 +364,47 @@ impl Tensor {
         })
     }
 
-    /// A row-major `f32` copy of this tensor in host memory, downloaded on a
-    /// fresh stream (only the elements this view covers when it is
-    /// contiguous, the whole buffer otherwise). A host tensor is returned
-    /// as it is, shared.
+    /// A row-major copy of this tensor in host memory, in its own dtype,
+    /// downloaded on a fresh stream (only the elements this view covers when
+    /// it is contiguous, the whole buffer otherwise). A host tensor is
+    /// returned as it is, shared.
     pub fn to_host(&self) -> Result<Tensor, TensorError> {
         let Storage::Device(data) = &self.storage else {
             return Ok(self.clone());
         };
         if self.is_contiguous() {
-            let values = data.download(self.offset, self.numel())?;
-            return Tensor::from_vec(values, &self.shape);
+            return Ok(Tensor::from_parts(data.download(self.offset, self.numel())?, &self.shape));
         }
-        let whole = data.download(0, data.len_f32())?;
         let view = Tensor {
             shape: self.shape.clone(),
             strides: self.strides.clone(),
             offset: self.offset,
-            storage: Storage::Host(HostData::F32(Arc::new(whole))),
+            storage: Storage::Host(data.download(0, data.len())?),
         };
-        Ok(view.contiguous())
+        Ok(view.row_major("to_host"))
+    }
+
+    /// This tensor with its elements in row-major order and its dtype kept:
+    /// itself when it already is, a host copy otherwise (a device tensor
+    /// panics then, naming `op`). Half-precision elements are copied as bits,
+    /// never through `f32`.
+    fn row_major(&self, op: &'static str) -> Tensor {
+        if self.is_contiguous() {
+            return self.clone();
+        }
+        let data = match self.host_or_panic(op) {
+            HostData::F32(v) => HostData::F32(self.gather(v)),
+            HostData::F16(v) => HostData::F16(self.gather(v)),
+            HostData::BF16(v) => HostData::BF16(self.gather(v)),
+        };
+        Tensor::from_parts(data, &self.shape)
+    }
+
+    /// The elements of `storage` this view shows, in row-major order.
+    fn gather<T: Copy>(&self, storage: &[T]) -> Arc<Vec<T>> {
+        let mut out = Vec::with_capacity(self.numel());
+        self.for_each_offset(|at| out.push(storage[at]));
+        Arc::new(out)
     }
 
     /// The storage.
@@ -568,11 +591,11 @@ impl Tensor {
     ///
     /// # Panics
     ///
-    /// On a device tensor, unless it already is row-major `f32` (call
+    /// On a device tensor, unless it already is row-major `dtype` (call
     /// [`to_host`](Self::to_host) first).
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
-        if dtype == self.dtype() && self.is_contiguous() {
-            return self.clone();
+        if dtype == self.dtype() {
+            return self.row_major("to_dtype");
         }
         self.host_or_panic("to_dtype");
         let values = self.to_vec_f32();

@@ -94,13 +94,53 @@ fn views_and_half_precision_move_in_logical_order() {
         (&[3usize, 2][..], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0])
     );
     assert_eq!(on_device.reshape(&[3, 2]).unwrap().to_host().unwrap().shape(), [3, 2]);
-    // Device storage is f32: a bf16 tensor is widened on the way.
+    // A bf16 tensor stays bf16, a strided view of it too.
     let half = host.to_dtype(DType::BF16).to_device(&device).unwrap();
-    assert_eq!(half.dtype(), DType::F32);
+    assert_eq!(half.dtype(), DType::BF16);
+    assert_eq!(half.to_host().unwrap().dtype(), DType::BF16);
     assert_eq!(half.to_host().unwrap().to_vec_f32(), host.to_vec_f32());
+    let half_view = host.to_dtype(DType::BF16).transpose().unwrap().to_device(&device).unwrap();
+    assert_eq!(half_view.dtype(), DType::BF16);
+    assert_eq!(half_view.to_host().unwrap().to_vec_f32(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    assert_eq!(half.transpose().unwrap().to_host().unwrap().dtype(), DType::BF16);
     // An empty tensor moves too.
     let empty = Tensor::zeros(&[0, 3]).to_device(&device).unwrap().to_host().unwrap();
     assert_eq!((empty.shape(), empty.numel()), (&[0usize, 3][..], 0));
+}
+
+/// Half-precision tensors keep their dtype and their bits on `device`.
+fn check_half_round_trip(device: &Arc<dyn Device>) {
+    // As f16: two NaNs with payloads, the smallest subnormal, -0, the
+    // largest finite value, 1 and -2; seven of them, an odd byte count.
+    // (A signalling NaN cannot be set up: host tensors are made through
+    // f32, which quiets it.)
+    let raw: [u16; 7] = [0x7e01, 0x7e3f, 0x0001, 0x8000, 0x7bff, 0x3c00, 0xc000];
+    let bytes: Vec<u8> = raw.iter().flat_map(|bits| bits.to_le_bytes()).collect();
+    for dtype in [DType::F16, DType::BF16] {
+        let host = Tensor::from_le_bytes(&bytes, dtype, &[7]).unwrap().to_dtype(dtype);
+        assert_eq!(host.to_le_bytes(), bytes, "{dtype:?}: the set-up keeps every bit");
+        let back = host.to_device(device).unwrap().to_host().unwrap();
+        assert_eq!(back.dtype(), dtype);
+        assert_eq!(back.to_le_bytes(), bytes, "{dtype:?}: the same bits come back");
+    }
+}
+
+/// Half-precision tensors take two bytes an element on `device` (whose
+/// free-memory figure must count bytes, as the CPU's and lavapipe's do).
+fn check_half_size(device: &Arc<dyn Device>) {
+    for dtype in [DType::F16, DType::BF16] {
+        let before = free_bytes(device);
+        let large = Tensor::zeros(&[1024]).to_dtype(dtype).to_device(device).unwrap();
+        assert_eq!(large.dtype(), dtype);
+        let used = before - free_bytes(device);
+        assert!((2048..3072).contains(&used), "{dtype:?}: 1,024 elements took {used} bytes");
+    }
+}
+
+#[test]
+fn cpu_half_precision_keeps_its_bits_and_its_two_bytes() {
+    check_half_round_trip(&cpu(0));
+    check_half_size(&cpu(0));
 }
 
 #[test]
@@ -369,6 +409,8 @@ mod vulkan {
     fn vulkan_round_trip_is_bit_exact_and_the_buffer_is_freed_on_drop() {
         let Some(device) = vulkan() else { return };
         check_round_trip(&device);
+        check_half_round_trip(&device);
+        check_half_size(&device);
         let tensor = Tensor::zeros(&[3]).to_device(&device).unwrap();
         let error = tensor.get(&[0]).unwrap_err();
         assert_eq!(error, TensorError::OnDevice { op: "get", device: device.id().to_string() });
@@ -402,6 +444,7 @@ mod cuda {
     #[ignore = "needs an NVIDIA GPU"]
     fn cuda_round_trip_is_bit_exact_and_the_buffer_is_freed_on_drop() {
         check_round_trip(&cuda());
+        check_half_round_trip(&cuda());
     }
 
     #[test]

@@ -14,19 +14,22 @@
 //! arithmetic saves.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
+
+use half::{bf16, f16};
 
 use zbmd_gpu::{
     Buffer, Device, DeviceId, ErrorClass, GpuError, GpuPool, Job, JobError, Op, Stream,
 };
 
-use super::TensorError;
+use super::{DType, HostData, TensorError};
 
-/// One `f32` buffer on a device, shared between the tensors (views) that use
-/// it and freed on the device when the last of them is dropped.
+/// One buffer of elements on a device, shared between the tensors (views)
+/// that use it and freed on the device when the last of them is dropped.
 ///
-/// Only `f32` lives on devices: a `f16` or `bf16` host tensor is widened on
-/// its way there.
+/// The elements keep their dtype: an `f16` or `bf16` tensor takes two bytes
+/// an element on the device as on the host, and comes back the same bits.
 #[derive(Clone)]
 pub struct DeviceData {
     owner: Arc<Owner>,
@@ -36,7 +39,8 @@ pub struct DeviceData {
 struct Owner {
     device: Arc<dyn Device>,
     buffer: Buffer,
-    len_f32: usize,
+    dtype: DType,
+    len: usize,
 }
 
 impl Drop for Owner {
@@ -54,57 +58,66 @@ impl fmt::Debug for DeviceData {
         f.debug_struct("DeviceData")
             .field("device", &self.device_id())
             .field("buffer", &self.owner.buffer)
-            .field("len_f32", &self.owner.len_f32)
+            .field("dtype", &self.owner.dtype)
+            .field("len", &self.owner.len)
             .finish()
     }
 }
 
 impl DeviceData {
-    /// Copies `values` into a fresh buffer on `device` and waits until the
-    /// copy is complete.
+    /// Copies elements `range` of `host` into a fresh buffer on `device`, in
+    /// their own dtype, and waits until the copy is complete.
     pub(crate) fn upload(
         device: &Arc<dyn Device>,
-        values: &[f32],
+        host: &HostData,
+        range: Range<usize>,
     ) -> Result<DeviceData, TensorError> {
         const OP: &str = "to_device";
-        let bytes = values.len().checked_mul(4).ok_or_else(|| TensorError::InvalidArgument {
-            op: OP,
-            what: format!("{} elements overflow a byte count", values.len()),
-        })?;
+        let bytes: &[u8] = match host {
+            HostData::F32(values) => bytemuck::cast_slice(&values[range.clone()]),
+            HostData::F16(values) => bytemuck::cast_slice(&values[range.clone()]),
+            HostData::BF16(values) => bytemuck::cast_slice(&values[range.clone()]),
+        };
         // Some backends refuse zero-byte buffers; an empty tensor takes one
         // word it never uses.
-        let buffer = device.alloc(bytes.max(4)).map_err(|e| TensorError::device(OP, &e))?;
+        let buffer = device.alloc(bytes.len().max(4)).map_err(|e| TensorError::device(OP, &e))?;
         // Owned from here, so every early return below frees the buffer.
-        let data = DeviceData {
-            owner: Arc::new(Owner { device: Arc::clone(device), buffer, len_f32: values.len() }),
-        };
-        if !values.is_empty() {
-            on_stream(&**device, OP, |stream| {
-                device.write(stream, buffer, 0, bytemuck::cast_slice(values))
-            })?;
+        let owner =
+            Owner { device: Arc::clone(device), buffer, dtype: host.dtype(), len: range.len() };
+        let data = DeviceData { owner: Arc::new(owner) };
+        if !bytes.is_empty() {
+            on_stream(&**device, OP, |stream| device.write(stream, buffer, 0, bytes))?;
         }
         Ok(data)
     }
 
-    /// Reads `len` elements from element `offset` into host memory.
-    pub(crate) fn download(&self, offset: usize, len: usize) -> Result<Vec<f32>, TensorError> {
-        const OP: &str = "to_host";
+    /// Reads `len` elements from element `offset` into host memory, in the
+    /// buffer's dtype.
+    pub(crate) fn download(&self, offset: usize, len: usize) -> Result<HostData, TensorError> {
         assert!(
-            offset + len <= self.owner.len_f32,
+            offset + len <= self.owner.len,
             "to_host: elements {offset}..{} are outside the buffer's {}",
             offset + len,
-            self.owner.len_f32
+            self.owner.len
         );
-        let mut values = vec![0.0f32; len];
-        if len > 0 {
+        Ok(match self.owner.dtype {
+            DType::F32 => HostData::F32(Arc::new(self.read(offset, vec![0.0; len])?)),
+            DType::F16 => HostData::F16(Arc::new(self.read(offset, vec![f16::ZERO; len])?)),
+            DType::BF16 => HostData::BF16(Arc::new(self.read(offset, vec![bf16::ZERO; len])?)),
+        })
+    }
+
+    /// Fills `values` from element `offset` on, and hands them back.
+    fn read<T: bytemuck::Pod>(
+        &self,
+        offset: usize,
+        mut values: Vec<T>,
+    ) -> Result<Vec<T>, TensorError> {
+        if !values.is_empty() {
             let device = &*self.owner.device;
-            on_stream(device, OP, |stream| {
-                device.read(
-                    stream,
-                    self.owner.buffer,
-                    offset * 4,
-                    bytemuck::cast_slice_mut(&mut values),
-                )
+            let at = offset * std::mem::size_of::<T>();
+            on_stream(device, "to_host", |stream| {
+                device.read(stream, self.owner.buffer, at, bytemuck::cast_slice_mut(&mut values))
             })?;
         }
         Ok(values)
@@ -125,9 +138,19 @@ impl DeviceData {
         self.owner.buffer
     }
 
-    /// How many `f32` elements the buffer holds.
-    pub fn len_f32(&self) -> usize {
-        self.owner.len_f32
+    /// How many elements the buffer holds.
+    pub fn len(&self) -> usize {
+        self.owner.len
+    }
+
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.owner.len == 0
+    }
+
+    /// The elements' type.
+    pub fn dtype(&self) -> DType {
+        self.owner.dtype
     }
 
     /// Whether the buffer is on this very device object (two objects may
