@@ -65,8 +65,11 @@ def main() -> int:
 
 def markdown(info: dict, torch_machine: dict, rows: list[dict]) -> str:
     best_torch = min((r for r in rows if r["impl"] != "zbmd"), key=lambda r: r["median_ns"])
-    ratio = rows[0]["ratio_zbmd_over_this"]
+    ratio = rows[0]["median_ns"] / best_torch["median_ns"]
     verdict = "met" if ratio <= 1.0 else "missed"
+    # PyTorch's fastest tenth of steps, of either setting: a bound on what
+    # noise on the machine can have added to its median.
+    fastest_p10 = min(r["spread_ns"][0] for r in rows if r["impl"] != "zbmd")
     lines = [
         "# zbmd vs PyTorch: one training step on the CPU",
         "",
@@ -104,8 +107,10 @@ def markdown(info: dict, torch_machine: dict, rows: list[dict]) -> str:
     lines += [
         "",
         f"Target (issue 7): zbmd's step no slower than PyTorch's. Against PyTorch's faster setting "
-        f"({best_torch['impl']}): zbmd / PyTorch = {rows[0]['median_ns'] / best_torch['median_ns']:.2f} -> "
-        f"**{verdict}** (below 1.00 zbmd is faster). The zbmd and PyTorch figures come from consecutive runs "
+        f"({best_torch['impl']}): zbmd / PyTorch = {ratio:.2f} -> "
+        f"**{verdict}** (below 1.00 zbmd is faster). Against PyTorch's fastest tenth of steps (p10, "
+        f"{fastest_p10 / 1e3:.1f} us: as little as other work on the machine slowed it): "
+        f"{rows[0]['median_ns'] / fastest_p10:.2f}. The zbmd and PyTorch figures come from consecutive runs "
         "on the same machine; on a shared 2-vCPU VM absolute times swing 2-10x, so read the ratio, and rerun "
         "on a quiet machine before quoting it. Other work on the machine hurts PyTorch's 2-thread setting "
         "most (each step waits for both cores: see its p90); zbmd's figure is criterion's median of "
