@@ -107,6 +107,41 @@ fn injected(shared: &Shared, target: FaultTarget, step: u64) -> ActorError {
     shared.crash(target, format!("injected fault: {} crash at step {step}", target.name()))
 }
 
+/// Where a stateful actor (optimizer, loader) stands in the run, so that it
+/// serves only the step after the one it last served.
+///
+/// After a crash the driver restores every actor from the snapshot, but the
+/// supervisor restarts a `rest_for_one` tree's later children on its own
+/// time: an incarnation the driver already restored (and that served a step
+/// since) can be replaced afterwards by a fresh one, restored from the
+/// snapshot again and so a step or more behind the driver. Served, it would
+/// repeat a batch or apply gradients to the wrong parameters, silently. It
+/// refuses instead, and the driver restores the whole tree once more.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stale {
+    at: u64,
+}
+
+impl Stale {
+    /// At the snapshot of step `step`.
+    pub fn restored(step: u64) -> Stale {
+        Stale { at: step }
+    }
+
+    /// Moves to `step` if it is the next one; otherwise says why not.
+    pub fn advance(&mut self, actor: &str, step: u64) -> Result<(), String> {
+        if step != self.at + 1 {
+            return Err(format!(
+                "the {actor} actor was asked for step {step} but stands at step {}: it was \
+                 restarted after the driver restored it",
+                self.at
+            ));
+        }
+        self.at = step;
+        Ok(())
+    }
+}
+
 /// Builds the model its spec names (`[64, 128, 10]`, or a TOML file's path),
 /// initialized from the seed.
 pub(crate) fn build_model(spec: &str, seed: u64) -> Result<Sequential, String> {
@@ -599,11 +634,13 @@ pub(crate) struct OptimizerActor {
     pub shared: Arc<Shared>,
     pub optimizer: Option<Box<dyn Optimizer + Send>>,
     pub params: Vec<NamedArray>,
+    /// The last step it applied.
+    pub at: Stale,
 }
 
 impl OptimizerActor {
     pub fn new(shared: Arc<Shared>) -> Self {
-        OptimizerActor { shared, optimizer: None, params: Vec::new() }
+        OptimizerActor { shared, optimizer: None, params: Vec::new(), at: Stale::restored(0) }
     }
 
     fn restore(&mut self) -> Result<(), String> {
@@ -614,6 +651,7 @@ impl OptimizerActor {
         }
         self.params = snapshot.params.to_vec();
         self.optimizer = Some(optimizer);
+        self.at = Stale::restored(snapshot.step);
         Ok(())
     }
 }
@@ -630,6 +668,10 @@ impl Actor for OptimizerActor {
             OptimizerMsg::Step { step, grads, with_state, reply } => {
                 if self.shared.take_fault(FaultTarget::Optimizer, step) {
                     return Err(injected(&self.shared, FaultTarget::Optimizer, step));
+                }
+                if let Err(stale) = self.at.advance("optimizer", step) {
+                    reply.reply(Err(stale));
+                    return Ok(());
                 }
                 let optimizer = self.optimizer.as_mut().expect("restored in started");
                 if let Some(schedule) = &self.shared.schedule {
@@ -669,10 +711,11 @@ impl Actor for OptimizerActor {
 // Data loader
 
 pub(crate) enum LoaderMsg {
-    /// The next batch, and the position after it.
+    /// Step `step`'s batch, and the position after it; refused when this
+    /// incarnation is not at the step before (see [`Stale`]).
     Next {
         step: u64,
-        reply: ReplyTo<(Arc<Batch>, LoaderPosition)>,
+        reply: ReplyTo<Result<(Arc<Batch>, LoaderPosition), String>>,
     },
     Restore {
         reply: ReplyTo<Result<(), String>>,
@@ -687,6 +730,8 @@ const PREFETCH: usize = 2;
 pub(crate) struct LoaderActor {
     pub shared: Arc<Shared>,
     pub loader: Option<Prefetcher>,
+    /// The last step it served a batch for.
+    pub at: Stale,
 }
 
 impl LoaderActor {
@@ -696,11 +741,12 @@ impl LoaderActor {
             .seed(self.shared.seed)
             .build()
             .map_err(|error| error.to_string())?;
-        let position = self.shared.snapshot().loader;
-        if position != LoaderPosition::default() {
-            loader.seek(&position).map_err(|error| error.to_string())?;
+        let snapshot = self.shared.snapshot();
+        if snapshot.loader != LoaderPosition::default() {
+            loader.seek(&snapshot.loader).map_err(|error| error.to_string())?;
         }
         self.loader = Some(Prefetcher::new(loader, PREFETCH).map_err(|error| error.to_string())?);
+        self.at = Stale::restored(snapshot.step);
         Ok(())
     }
 }
@@ -718,9 +764,13 @@ impl Actor for LoaderActor {
                 if self.shared.take_fault(FaultTarget::Loader, step) {
                     return Err(injected(&self.shared, FaultTarget::Loader, step));
                 }
+                if let Err(stale) = self.at.advance("loader", step) {
+                    reply.reply(Err(stale));
+                    return Ok(());
+                }
                 let loader = self.loader.as_mut().expect("restored in started");
                 let batch = loader.next_batch();
-                reply.reply((Arc::new(batch), loader.position()));
+                reply.reply(Ok((Arc::new(batch), loader.position())));
                 loader.fill();
             }
             LoaderMsg::Restore { reply } => {
@@ -964,6 +1014,20 @@ pub(crate) fn check_products(backend: &dyn MatmulBackend) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stateful_actor_serves_only_the_step_after_its_last() {
+        let mut at = Stale::restored(4);
+        assert!(at.advance("loader", 5).is_ok());
+        // A fresh incarnation, restored from the same snapshot again, is a
+        // step behind the driver: it refuses step 6 rather than serving 5.
+        let mut fresh = Stale::restored(4);
+        let error = fresh.advance("loader", 6).unwrap_err();
+        assert!(error.contains("asked for step 6 but stands at step 4"), "{error}");
+        assert!(at.advance("loader", 6).is_ok());
+        assert!(at.advance("loader", 6).is_err(), "nor twice the same step");
+        assert!(fresh.advance("loader", 5).is_ok(), "a refusal moves nothing");
+    }
 
     /// Products through the host's arithmetic, off by `bias` everywhere.
     struct Naive {

@@ -58,7 +58,7 @@ pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainRepor
 
 use actors::{
     CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, MetricsActor, MetricsMsg,
-    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared,
+    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared, Stale,
 };
 
 /// How long the driver waits for one actor's answer: far above any step.
@@ -304,7 +304,11 @@ fn start_tree(
     };
     let loader = {
         let shared = shared.clone();
-        ChildSpec::worker("loader", move || LoaderActor { shared: shared.clone(), loader: None })
+        ChildSpec::worker("loader", move || LoaderActor {
+            shared: shared.clone(),
+            loader: None,
+            at: Stale::restored(0),
+        })
     };
     let checkpointer = {
         let shared = shared.clone();
@@ -355,13 +359,24 @@ struct Driver<'a> {
     /// Every completed step's loss (the first `snapshot.step` committed).
     losses: Vec<f32>,
     recoveries: Vec<RecoveryInfo>,
-    /// A failure being recovered from: what, at which step, since when.
-    pending: Option<(FaultTarget, u64, Instant, String)>,
+    /// The failure being recovered from, until its step completes again.
+    pending: Option<Pending>,
     observer: &'a mut dyn Observer,
     total_steps: u64,
     batches_per_epoch: u64,
     history: Vec<EpochInfo>,
     device: String,
+}
+
+/// A failure being recovered from.
+struct Pending {
+    target: FaultTarget,
+    /// The step that failed.
+    step: u64,
+    /// The snapshot the tree was restored from.
+    restored_from: u64,
+    since: Instant,
+    error: String,
 }
 
 /// The state a step leaves, before it is committed.
@@ -402,8 +417,23 @@ impl Driver<'_> {
                             target.name()
                         )));
                     }
-                    if self.pending.is_none() {
-                        self.pending = Some((target, progress.step + 1, Instant::now(), error));
+                    if let Some(pending) = &self.pending {
+                        tracing::info!(
+                            step = failed,
+                            actor = target.name(),
+                            %error,
+                            "failed again while recovering from the {} failure of step {}",
+                            pending.target.name(),
+                            pending.step
+                        );
+                    } else {
+                        self.pending = Some(Pending {
+                            target,
+                            step: failed,
+                            restored_from: self.snapshot.step,
+                            since: Instant::now(),
+                            error,
+                        });
                     }
                     self.restore(&mut progress)?;
                 }
@@ -452,11 +482,10 @@ impl Driver<'_> {
         started: Instant,
     ) -> Result<(), Crashed> {
         let step = progress.step + 1;
-        let (batch, loader_after) =
-            self.tree.call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Next {
-                step,
-                reply,
-            })?;
+        let (batch, loader_after) = self
+            .tree
+            .call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Next { step, reply })?
+            .map_err(|error| Crashed(FaultTarget::Loader, error))?;
         let epoch = batch.epoch;
         let grads = self
             .tree
@@ -524,13 +553,21 @@ impl Driver<'_> {
                 .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
             self.observer.on_checkpoint(step, &path);
         }
-        if let Some((target, failed_step, since, error)) = self.pending.take() {
-            let action = format!(
-                "{error}; restored from the snapshot of step {}, replayed to step {step}",
-                failed_step - 1
-            );
-            let recovery =
-                RecoveryInfo { target, step: failed_step, action, recovery_time: since.elapsed() };
+        // Recovered once the failed step is done again.
+        if let Some(pending) = self.pending.take_if(|pending| pending.step <= step) {
+            let replayed = match pending.restored_from + 1 {
+                first if first == step => format!("step {step}"),
+                first => format!("steps {first}-{step}"),
+            };
+            let recovery = RecoveryInfo {
+                target: pending.target,
+                step: pending.step,
+                action: format!(
+                    "{}; restored from the snapshot of step {}, replayed {replayed}",
+                    pending.error, pending.restored_from
+                ),
+                recovery_time: pending.since.elapsed(),
+            };
             self.observer.on_recovery(&recovery);
             self.recoveries.push(recovery);
         }
