@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use zbmd_ml::train::{FaultSchedule, Silent, TrainConfig, train};
+use zbmd_ml::train::{FaultSchedule, FaultTarget, Silent, TrainConfig, train};
 
 fn config() -> TrainConfig {
     TrainConfig { epochs: 20, ..TrainConfig::default() }
@@ -109,8 +109,10 @@ fn recovery(c: &mut Criterion) {
     let mut times: Vec<Duration> = (0..50)
         .map(|_| {
             let report = train(&crashing, &mut Silent).unwrap();
-            assert_eq!(report.recoveries.len(), 1);
-            report.recoveries[0].recovery_time
+            // The model's crash; a loader or optimizer that the supervisor
+            // replaced late may add a recovery of its own after it.
+            let crash = report.recoveries.iter().find(|r| r.target == FaultTarget::Model);
+            crash.expect("the model crash was recovered").recovery_time
         })
         .collect();
     times.sort();
