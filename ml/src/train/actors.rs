@@ -118,14 +118,14 @@ fn injected(shared: &Shared, target: FaultTarget, step: u64) -> ActorError {
 /// repeat a batch or apply gradients to the wrong parameters, silently. It
 /// refuses instead, and the driver restores the whole tree once more.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Stale {
+pub(crate) struct StepCursor {
     at: u64,
 }
 
-impl Stale {
+impl StepCursor {
     /// At the snapshot of step `step`.
-    pub fn restored(step: u64) -> Stale {
-        Stale { at: step }
+    pub fn restored(step: u64) -> StepCursor {
+        StepCursor { at: step }
     }
 
     /// Moves to `step` if it is the next one; otherwise says why not.
@@ -635,12 +635,12 @@ pub(crate) struct OptimizerActor {
     pub optimizer: Option<Box<dyn Optimizer + Send>>,
     pub params: Vec<NamedArray>,
     /// The last step it applied.
-    pub at: Stale,
+    pub at: StepCursor,
 }
 
 impl OptimizerActor {
     pub fn new(shared: Arc<Shared>) -> Self {
-        OptimizerActor { shared, optimizer: None, params: Vec::new(), at: Stale::restored(0) }
+        OptimizerActor { shared, optimizer: None, params: Vec::new(), at: StepCursor::restored(0) }
     }
 
     fn restore(&mut self) -> Result<(), String> {
@@ -651,7 +651,7 @@ impl OptimizerActor {
         }
         self.params = snapshot.params.to_vec();
         self.optimizer = Some(optimizer);
-        self.at = Stale::restored(snapshot.step);
+        self.at = StepCursor::restored(snapshot.step);
         Ok(())
     }
 }
@@ -712,7 +712,7 @@ impl Actor for OptimizerActor {
 
 pub(crate) enum LoaderMsg {
     /// Step `step`'s batch, and the position after it; refused when this
-    /// incarnation is not at the step before (see [`Stale`]).
+    /// incarnation is not at the step before (see [`StepCursor`]).
     Next {
         step: u64,
         reply: ReplyTo<Result<(Arc<Batch>, LoaderPosition), String>>,
@@ -731,7 +731,7 @@ pub(crate) struct LoaderActor {
     pub shared: Arc<Shared>,
     pub loader: Option<Prefetcher>,
     /// The last step it served a batch for.
-    pub at: Stale,
+    pub at: StepCursor,
 }
 
 impl LoaderActor {
@@ -746,7 +746,7 @@ impl LoaderActor {
             loader.seek(&snapshot.loader).map_err(|error| error.to_string())?;
         }
         self.loader = Some(Prefetcher::new(loader, PREFETCH).map_err(|error| error.to_string())?);
-        self.at = Stale::restored(snapshot.step);
+        self.at = StepCursor::restored(snapshot.step);
         Ok(())
     }
 }
@@ -1017,11 +1017,11 @@ mod tests {
 
     #[test]
     fn a_stateful_actor_serves_only_the_step_after_its_last() {
-        let mut at = Stale::restored(4);
+        let mut at = StepCursor::restored(4);
         assert!(at.advance("loader", 5).is_ok());
         // A fresh incarnation, restored from the same snapshot again, is a
         // step behind the driver: it refuses step 6 rather than serving 5.
-        let mut fresh = Stale::restored(4);
+        let mut fresh = StepCursor::restored(4);
         let error = fresh.advance("loader", 6).unwrap_err();
         assert!(error.contains("asked for step 6 but stands at step 4"), "{error}");
         assert!(at.advance("loader", 6).is_ok());

@@ -58,7 +58,7 @@ pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainRepor
 
 use actors::{
     CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, MetricsActor, MetricsMsg,
-    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared, Stale,
+    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared, StepCursor,
 };
 
 /// How long the driver waits for one actor's answer: far above any step.
@@ -307,7 +307,7 @@ fn start_tree(
         ChildSpec::worker("loader", move || LoaderActor {
             shared: shared.clone(),
             loader: None,
-            at: Stale::restored(0),
+            at: StepCursor::restored(0),
         })
     };
     let checkpointer = {
