@@ -65,10 +65,22 @@ fn crashes_and_device_faults_leave_the_parameters_bit_identical() {
     assert_eq!(faulted.device, "cpu:1", "the lost device was left");
     assert_eq!(clean.device, "cpu:0");
     // No step waits on the metrics actor: its lost curve is found at the
-    // epoch's end (step 46) and restored from the driver's.
+    // epoch's end (step 46) and restored from the driver's. (Unless a late
+    // restart elsewhere sent the driver through a full restore first: the
+    // curve then came back with the other actors'.)
     let metrics = faulted.recoveries.iter().find(|r| r.target == FaultTarget::Metrics).unwrap();
     assert_eq!(metrics.step, 40);
-    assert!(metrics.action.contains("restored to step 46 from the driver's"), "{}", metrics.action);
+    assert!(
+        metrics.action.contains("injected fault: metrics crash at step 40"),
+        "{}",
+        metrics.action
+    );
+    assert!(
+        metrics.action.contains("restored to step 46 from the driver's")
+            || metrics.action.contains("restored with the other actors'"),
+        "{}",
+        metrics.action
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -84,7 +96,7 @@ fn on_kernel_actors_crashes_and_device_faults_leave_the_parameters_bit_identical
     assert_eq!(clean.device, "cpu:0");
     let faulted = run(&TrainConfig {
         faults: FaultSchedule::parse(
-            "metrics@3,model@5,device_lost@9,optimizer@12,device_oom@17,loader@20",
+            "metrics@2,model@5,device_lost@9,optimizer@12,device_oom@17,loader@20",
         )
         .unwrap(),
         ..config
@@ -99,7 +111,7 @@ fn on_kernel_actors_crashes_and_device_faults_leave_the_parameters_bit_identical
     // The model's crash at step 5 restored every actor, the metrics actor's
     // lost curve with them, before an epoch's end looked at it.
     let metrics = faulted.recoveries.iter().find(|r| r.target == FaultTarget::Metrics).unwrap();
-    assert_eq!(metrics.step, 3);
+    assert_eq!(metrics.step, 2);
     assert!(metrics.action.contains("with the other actors'"), "{}", metrics.action);
     assert_eq!(faulted.device, "cpu:1", "the kernel actor left the lost device");
     let lost = faulted.recoveries.iter().find(|r| r.target == FaultTarget::DeviceLost).unwrap();
