@@ -386,6 +386,20 @@ fn devices_out_of_memory_fail_the_graph_op_with_out_of_memory() {
     rt.shutdown();
 }
 
+/// A one-actor pool over `device` (whose reports start with `name`) gives
+/// the MLP's gradients within 1e-4 of the host's.
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+fn check_pool_products_match_the_host(device: Arc<dyn Device>, name: &str) {
+    let rt = runtime();
+    let pool = Arc::new(GpuPool::builder(vec![device]).actors(1).start(&rt).unwrap());
+    let backend = Arc::new(PoolMatmul::new(pool.clone()));
+    assert!(backend.describe().starts_with(name), "{}", backend.describe());
+    let got = mlp_gradients(Some(backend), 2).unwrap();
+    assert_close(&got, &mlp_gradients(None, 1).unwrap(), 1e-4);
+    drop(pool);
+    rt.shutdown();
+}
+
 #[cfg(feature = "vulkan")]
 mod vulkan {
     use super::*;
@@ -420,14 +434,7 @@ mod vulkan {
     #[test]
     fn pool_products_on_vulkan_match_the_host() {
         let Some(device) = vulkan() else { return };
-        let rt = runtime();
-        let pool = Arc::new(GpuPool::builder(vec![device]).actors(1).start(&rt).unwrap());
-        let backend = Arc::new(PoolMatmul::new(pool.clone()));
-        assert!(backend.describe().starts_with("vulkan:"), "{}", backend.describe());
-        let got = mlp_gradients(Some(backend), 2).unwrap();
-        assert_close(&got, &mlp_gradients(None, 1).unwrap(), 1e-4);
-        drop(pool);
-        rt.shutdown();
+        check_pool_products_match_the_host(device, "vulkan:");
     }
 }
 
@@ -450,13 +457,6 @@ mod cuda {
     #[test]
     #[ignore = "needs an NVIDIA GPU"]
     fn pool_products_on_cuda_match_the_host() {
-        let rt = runtime();
-        let pool = Arc::new(GpuPool::builder(vec![cuda()]).actors(1).start(&rt).unwrap());
-        let backend = Arc::new(PoolMatmul::new(pool.clone()));
-        assert!(backend.describe().starts_with("cuda:"), "{}", backend.describe());
-        let got = mlp_gradients(Some(backend), 2).unwrap();
-        assert_close(&got, &mlp_gradients(None, 1).unwrap(), 1e-4);
-        drop(pool);
-        rt.shutdown();
+        check_pool_products_match_the_host(cuda(), "cuda:");
     }
 }

@@ -193,8 +193,14 @@ impl<'a> Product<'a> {
         b: &'a [f32],
         (m, n, k): (usize, usize, usize),
     ) -> Result<Product<'a>, TensorError> {
+        if m.checked_mul(n).is_none() {
+            return Err(TensorError::InvalidArgument {
+                op: "matmul",
+                what: format!("a {m}x{n} result has more elements than memory can address"),
+            });
+        }
         let fits = |len: usize, rows: usize, cols: usize| rows.checked_mul(cols) == Some(len);
-        if !(fits(a.len(), m, k) && fits(b.len(), k, n)) || m.checked_mul(n).is_none() {
+        if !(fits(a.len(), m, k) && fits(b.len(), k, n)) {
             return Err(TensorError::InvalidArgument {
                 op: "matmul",
                 what: format!(
@@ -407,13 +413,16 @@ mod tests {
     fn a_product_whose_operands_do_not_fit_its_sizes_is_refused() {
         let (a, b) = ([1.0; 6], [1.0; 12]);
         assert!(Product::new(&a, &b, (2, 4, 3)).is_ok());
-        for dims in [(3, 4, 3), (2, 4, 2), (2, 3, 3), (usize::MAX, 2, 1)] {
+        for dims in [(3, 4, 3), (2, 4, 2), (2, 3, 3), (usize::MAX, 1, 1)] {
             let error = Product::new(&a, &b, dims).unwrap_err();
             assert!(
                 matches!(&error, TensorError::InvalidArgument { what, .. } if what.contains("got 6 and 12")),
                 "{dims:?}: {error}"
             );
         }
+        // Operands that fit (k = 0) but a result too large to count.
+        let error = Product::new(&[], &[], (usize::MAX, 2, 0)).unwrap_err();
+        assert!(error.to_string().contains("more elements than memory can address"), "{error}");
     }
 
     #[test]
