@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
-use zbmd_ml::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, NamedArray, Snapshot};
+use zbmd_ml::checkpoint::{
+    Checkpoint, CheckpointError, CheckpointStore, LOCK_FILE, NamedArray, RunIdentity, Snapshot,
+};
 use zbmd_ml::data::{DataLoader, Dataset};
 
 fn temp_dir(test: &str) -> PathBuf {
@@ -177,8 +179,17 @@ fn store_round_trips_and_keeps_the_last_k() {
     let (checkpoint, path) = recovery.found.unwrap();
     assert!(checkpoint.bit_eq(&sample(50)));
     assert_eq!(path, store.path_for(50));
-    // Nothing but the three checkpoints is left in the directory.
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+    // Nothing but the three checkpoints (and the directory's lock file) is
+    // left in the directory.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [LOCK_FILE, "ckpt-000000000030.zbmd", "ckpt-000000000040.zbmd", "ckpt-000000000050.zbmd"]
+    );
 }
 
 #[test]
@@ -269,6 +280,7 @@ fn a_crash_mid_save_leaves_the_old_checkpoint_and_its_temp_file_is_cleaned() {
     assert!(recovery.found.unwrap().0.bit_eq(&sample(5)));
 
     // Reopening (the restarted process) removes the temp file.
+    drop(store);
     let store = CheckpointStore::open(&dir, 2).unwrap();
     assert!(!temp.exists());
     assert!(dir.join("notes.txt").exists());
@@ -288,4 +300,146 @@ fn saving_the_same_step_again_replaces_it() {
     store.save(&changed).unwrap();
     assert_eq!(store.list().unwrap().len(), 1);
     assert!(store.latest_valid().unwrap().found.unwrap().0.bit_eq(&changed));
+}
+
+fn run(lr: &str) -> RunIdentity {
+    RunIdentity::new(BTreeMap::from([
+        ("model".to_string(), "[2, 3]".to_string()),
+        ("lr".to_string(), lr.to_string()),
+    ]))
+}
+
+/// `sample(step)` stamped as a checkpoint of `run`.
+fn sample_of(run: &RunIdentity, step: u64) -> Checkpoint {
+    let mut checkpoint = sample(step);
+    run.stamp(&mut checkpoint.extra);
+    checkpoint
+}
+
+fn open_run(dir: &Path, keep: usize, run: &RunIdentity) -> CheckpointStore {
+    CheckpointStore::open_run(dir, keep, run.clone(), Box::new(|_| Ok(()))).unwrap()
+}
+
+#[test]
+fn garbage_named_with_high_steps_no_longer_pushes_good_checkpoints_out() {
+    // Before run identities, pruning kept the highest step numbers by name:
+    // these two files made every new checkpoint vanish as it was written.
+    let dir = temp_dir("garbage_high_steps");
+    let ours = run("0.1");
+    for step in [999_999, 888_888] {
+        std::fs::write(dir.join(format!("ckpt-{step:012}.zbmd")), b"garbage").unwrap();
+        let theirs = format!("ckpt-{step:012}-{}.zbmd", ours.id());
+        std::fs::write(dir.join(theirs), b"garbage with our run's name").unwrap();
+    }
+    let store = open_run(&dir, 2, &ours);
+    for step in [10, 20, 30] {
+        store.save(&sample_of(&ours, step)).unwrap();
+    }
+    let steps: Vec<u64> = store.list().unwrap().into_iter().map(|(step, _)| step).collect();
+    // Our two newest valid ones are kept; the invalid files named for our
+    // run are listed and skipped, never counted, never deleted.
+    assert_eq!(steps, [999_999, 888_888, 30, 20]);
+    let recovery = store.latest_valid().unwrap();
+    assert_eq!(recovery.found.unwrap().0.step, 30);
+    assert_eq!(recovery.skipped.len(), 2);
+    assert_eq!(store.others().unwrap().len(), 2, "the other files are left alone");
+}
+
+#[test]
+fn each_run_prunes_and_resumes_only_its_own_checkpoints() {
+    let dir = temp_dir("two_runs");
+    let (first, second) = (run("0.1"), run("0.01"));
+    let store = open_run(&dir, 2, &first);
+    for step in [100, 200, 300] {
+        store.save(&sample_of(&first, step)).unwrap();
+    }
+    drop(store);
+    let store = open_run(&dir, 2, &second);
+    assert!(store.latest_valid().unwrap().found.is_none(), "the first run's are not ours");
+    let others: Vec<u64> = store.others().unwrap().iter().map(|other| other.step).collect();
+    assert_eq!(others, [300, 200]);
+    for step in [10, 20, 30] {
+        store.save(&sample_of(&second, step)).unwrap();
+    }
+    // The second run kept its own newest two, and did not touch the first's.
+    let ours: Vec<u64> = store.list().unwrap().iter().map(|(step, _)| *step).collect();
+    assert_eq!(ours, [30, 20]);
+    assert_eq!(store.others().unwrap().len(), 2);
+    assert_eq!(store.latest_valid().unwrap().found.unwrap().0.step, 30);
+    // The identity inside each file names its settings.
+    let theirs = store.others().unwrap().remove(0);
+    let bytes = std::fs::read(&theirs.path).unwrap();
+    let decoded = Checkpoint::decode(&bytes, &theirs.path).unwrap();
+    let identity = RunIdentity::of_checkpoint(&decoded).unwrap();
+    assert_eq!(second.differences(&identity), ["lr: 0.1 there, 0.01 here"]);
+}
+
+#[test]
+fn a_store_refuses_a_checkpoint_of_another_run_and_a_renamed_file() {
+    let dir = temp_dir("wrong_run");
+    let (ours, theirs) = (run("0.1"), run("0.2"));
+    let store = open_run(&dir, 3, &ours);
+    let error = store.save(&sample_of(&theirs, 5)).unwrap_err();
+    assert!(error.to_string().contains("run.id"), "{error}");
+    assert!(store.save(&sample(5)).is_err(), "an unstamped checkpoint is refused too");
+    // Another run's file renamed to our run's name is found out.
+    drop(store);
+    let other = open_run(&dir, 3, &theirs);
+    let path = other.save(&sample_of(&theirs, 5)).unwrap();
+    drop(other);
+    let store = open_run(&dir, 3, &ours);
+    std::fs::rename(&path, store.path_for(5)).unwrap();
+    let recovery = store.latest_valid().unwrap();
+    assert!(recovery.found.is_none());
+    assert!(recovery.skipped[0].1.to_string().contains("run.id"), "{:?}", recovery.skipped);
+}
+
+#[test]
+fn the_content_check_refuses_a_checkpoint_that_passes_its_checksum() {
+    let dir = temp_dir("content_check");
+    let ours = run("0.1");
+    let check = |checkpoint: &Checkpoint| match checkpoint.step {
+        7 => Err("holds NaN".to_string()),
+        _ => Ok(()),
+    };
+    let store = CheckpointStore::open_run(&dir, 5, ours.clone(), Box::new(check)).unwrap();
+    store.save(&sample_of(&ours, 6)).unwrap();
+    store.save(&sample_of(&ours, 7)).unwrap();
+    let recovery = store.latest_valid().unwrap();
+    assert_eq!(recovery.found.unwrap().0.step, 6);
+    match &recovery.skipped[0].1 {
+        CheckpointError::BadContents { reason, .. } => assert_eq!(reason, "holds NaN"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_holders_pid() {
+    let dir = temp_dir("lock");
+    let store = CheckpointStore::open(&dir, 2).unwrap();
+    let error = CheckpointStore::open(&dir, 2).unwrap_err();
+    match &error {
+        CheckpointError::Locked { holder, .. } => assert_eq!(*holder, Some(std::process::id())),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains(&format!("pid {}", std::process::id())), "{error}");
+    // Released when the store closes: no stale lock.
+    drop(store);
+    CheckpointStore::open(&dir, 2).unwrap();
+}
+
+#[test]
+fn a_failed_save_leaves_no_temp_file_and_old_temp_names_are_cleaned() {
+    let dir = temp_dir("failed_save");
+    // What builds before this one left when a save was cut short.
+    std::fs::write(dir.join("ckpt-000000000004.zbmd.tmp"), b"half").unwrap();
+    let store = CheckpointStore::open(&dir, 2).unwrap();
+    assert!(!dir.join("ckpt-000000000004.zbmd.tmp").exists());
+    // A save whose rename fails (a folder stands where the file goes).
+    std::fs::create_dir(store.path_for(5)).unwrap();
+    std::fs::write(store.path_for(5).join("x"), b"x").unwrap();
+    assert!(store.save(&sample(5)).is_err());
+    assert!(!store.temp_path_for(5).exists(), "the temp file was removed");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "the lock file and the folder only: {names:?}");
 }

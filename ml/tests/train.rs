@@ -245,3 +245,189 @@ fn on_kernel_actors_a_run_with_no_device_left_stops_with_the_reason() {
     assert!(error.contains("training failed"), "{error}");
     assert!(error.contains("lost") || error.contains("gave up"), "the reason is given: {error}");
 }
+
+// ---------------------------------------------------------------------------
+// Checkpoints that fail, runs that stop, checkpoints that lie (issue 13).
+
+use std::path::Path;
+
+use zbmd_ml::checkpoint::Checkpoint;
+use zbmd_ml::train::{CheckpointFailure, Observer, TrainError};
+
+/// This run's checkpoint files in `dir`, by step.
+fn checkpoint_steps(dir: &Path) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("ckpt-")?.get(..12)?.parse().ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+#[test]
+fn a_checkpointer_crash_is_retried_and_the_checkpoint_written() {
+    // The step used to be committed before its checkpoint was written, so
+    // after the checkpointer's restart that checkpoint was skipped for good.
+    let dir = temp_dir("checkpointer-retry");
+    let mut config = small(1);
+    config.checkpoint_dir = Some(dir.clone());
+    config.checkpoint_every = 10;
+    config.faults = FaultSchedule::parse("checkpointer@10,checkpointer@23").unwrap();
+    let report = run(&config);
+    assert_eq!(checkpoint_steps(&dir), [10, 20, 23]);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|name| !name.ends_with(".tmp")), "no temp file is left: {names:?}");
+    let retried: Vec<u64> = report
+        .recoveries
+        .iter()
+        .filter(|r| {
+            r.target == FaultTarget::Checkpointer && r.action.contains("written on attempt 2")
+        })
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(
+        retried,
+        [10, 23],
+        "the last step's failure is reported too: {:?}",
+        report.recoveries
+    );
+    assert!(report.checkpoint_failures.is_empty());
+    assert_eq!(report.last_checkpoint.as_ref().map(|(step, _)| *step), Some(23));
+}
+
+/// Breaks the checkpoint directory after the first checkpoint: a regular
+/// file takes its place, so every later save fails (even for root).
+struct BreakAfterFirstCheckpoint {
+    dir: PathBuf,
+    warnings: Vec<String>,
+}
+
+impl Observer for BreakAfterFirstCheckpoint {
+    fn on_checkpoint(&mut self, _: u64, _: &Path) {
+        if self.dir.is_dir() {
+            std::fs::rename(&self.dir, self.dir.with_extension("moved")).unwrap();
+            std::fs::write(&self.dir, b"not a folder any more").unwrap();
+        }
+    }
+    fn on_warning(&mut self, message: &str) {
+        self.warnings.push(message.to_owned());
+    }
+}
+
+#[test]
+fn checkpoints_that_cannot_be_written_are_reported_and_can_stop_the_run() {
+    let dir = temp_dir("checkpoint-failure");
+    let mut config = small(1);
+    config.checkpoint_dir = Some(dir.clone());
+    config.checkpoint_every = 10;
+    let mut observer = BreakAfterFirstCheckpoint { dir: dir.clone(), warnings: Vec::new() };
+    let report = train(&config, &mut observer).expect("training goes on by default");
+    let failed: Vec<u64> = report.checkpoint_failures.iter().map(|(step, _)| *step).collect();
+    assert_eq!(failed, [20, 23], "{:?}", report.checkpoint_failures);
+    assert!(report.checkpoint_failures[0].1.contains("attempt 3"), "retried");
+    assert_eq!(report.last_checkpoint.as_ref().map(|(step, _)| *step), Some(10));
+    assert_eq!(observer.warnings.len(), 2, "{:?}", observer.warnings);
+    assert!(
+        observer.warnings[0].contains("step 10's"),
+        "names the newest: {:?}",
+        observer.warnings
+    );
+
+    let _ = std::fs::remove_file(&dir);
+    let _ = std::fs::remove_dir_all(dir.with_extension("moved"));
+    config.on_checkpoint_failure = CheckpointFailure::Stop;
+    let mut observer = BreakAfterFirstCheckpoint { dir: dir.clone(), warnings: Vec::new() };
+    match train(&config, &mut observer) {
+        Err(TrainError::CheckpointFailed { step: 20, error, newest }) => {
+            assert!(error.contains("attempt 3"), "{error}");
+            assert!(newest.contains("step 10's"), "{newest}");
+        }
+        other => panic!("expected the run to stop at step 20: {other:?}"),
+    }
+    let _ = std::fs::remove_file(&dir);
+    let _ = std::fs::remove_dir_all(dir.with_extension("moved"));
+}
+
+/// Asks the run to stop once it has seen `after` steps.
+struct StopAfter {
+    after: u64,
+    seen: u64,
+}
+
+impl Observer for StopAfter {
+    fn on_step(&mut self, step: &zbmd_ml::train::StepInfo) {
+        self.seen = step.step;
+    }
+    fn stop_requested(&mut self) -> Option<String> {
+        (self.seen >= self.after).then(|| "SIGTERM".to_string())
+    }
+}
+
+#[test]
+fn a_stop_request_checkpoints_the_step_in_flight_and_resume_ends_where_a_straight_run_does() {
+    let dir = temp_dir("stop");
+    let mut config = small(2);
+    config.checkpoint_dir = Some(dir.clone());
+    config.checkpoint_every = 10;
+    config.snapshot_every = 4;
+    let straight = {
+        let mut straight = config.clone();
+        straight.checkpoint_dir = None;
+        run(&straight)
+    };
+    // Asked after step 13 (neither a snapshot nor a checkpoint step): step
+    // 14 completes and is checkpointed.
+    match train(&config, &mut StopAfter { after: 13, seen: 0 }) {
+        Err(TrainError::Interrupted {
+            reason,
+            step: 14,
+            checkpoint: Some(path),
+            save_error: None,
+        }) => {
+            assert_eq!(reason, "SIGTERM");
+            assert!(path.exists(), "{}", path.display());
+        }
+        other => panic!("expected a stop after step 14: {other:?}"),
+    }
+    config.resume = true;
+    let resumed = run(&config);
+    assert_eq!(resumed.resumed_from, 14);
+    assert!(resumed.same_parameters(&straight), "the resumed run ends where a straight one does");
+}
+
+#[test]
+fn a_checkpoint_that_passes_its_checksum_but_holds_nan_is_skipped() {
+    let dir = temp_dir("nan-checkpoint");
+    let mut config = small(1);
+    config.checkpoint_dir = Some(dir.clone());
+    config.checkpoint_every = 10;
+    run(&config);
+    // Rewrite the newest checkpoint with one NaN, its checksum made anew.
+    let newest = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.to_str().unwrap().contains("000000000023-"))
+        .unwrap();
+    let mut checkpoint = Checkpoint::decode(&std::fs::read(&newest).unwrap(), &newest).unwrap();
+    checkpoint.tensors[0].data[3] = f32::NAN;
+    std::fs::write(&newest, checkpoint.encode().unwrap()).unwrap();
+
+    struct Warnings(Vec<String>);
+    impl Observer for Warnings {
+        fn on_warning(&mut self, message: &str) {
+            self.0.push(message.to_owned());
+        }
+    }
+    let mut warnings = Warnings(Vec::new());
+    config.resume = true;
+    config.epochs = 2;
+    let resumed = train(&config, &mut warnings).unwrap();
+    assert_eq!(resumed.resumed_from, 20, "the NaN checkpoint is skipped for the one before");
+    assert!(warnings.0[0].contains("holds NaN at index 3"), "{:?}", warnings.0);
+}

@@ -5,8 +5,11 @@
 //!   and says why each absent backend is absent.
 //! - `zbmd-node train` trains a model under supervision (by default an MLP
 //!   on the embedded digits) and reports its held-out accuracy; see
-//!   `zbmd-node train --help`. Exit codes: 0 success, 2 a bad argument or
-//!   configuration, 1 a run that failed.
+//!   `zbmd-node train --help`. Exit codes: 0 success, 2 a bad argument,
+//!   configuration or environment variable, 1 a run that failed or could
+//!   not write what it was asked to (a checkpoint, `--save-params`, its
+//!   log), 128 + the signal for a run stopped by SIGTERM or SIGINT after
+//!   checkpointing its last step (docs/training.md, "What can go wrong").
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -7,6 +7,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -48,10 +50,14 @@ pub enum Event<'a> {
         /// Its file.
         path: &'a Path,
     },
-    /// The run resumes (or skipped a corrupt checkpoint).
+    /// The run resumes, or starts afresh where it could have resumed.
     Resume(&'a str),
+    /// Something the user must hear even with `--quiet` (a checkpoint
+    /// skipped as corrupt or that could not be written): written to
+    /// standard error always, and as a JSON line too in JSON output.
+    Warning(&'a str),
     /// The run finished.
-    Summary(Summary),
+    Summary(Box<Summary>),
 }
 
 /// The end-of-run figures.
@@ -81,6 +87,10 @@ pub struct Summary {
     pub save_params: Option<PathBuf>,
     /// Where the plot was written, and a note about it.
     pub plot: Option<(PathBuf, String)>,
+    /// The newest checkpoint written: step and file.
+    pub last_checkpoint: Option<(u64, PathBuf)>,
+    /// Checkpoints that could not be written: step and why.
+    pub checkpoint_failures: Vec<(u64, String)>,
 }
 
 impl Summary {
@@ -103,6 +113,8 @@ impl Summary {
             resumed_from: report.resumed_from,
             save_params: config.save_params.clone(),
             plot,
+            last_checkpoint: report.last_checkpoint.clone(),
+            checkpoint_failures: report.checkpoint_failures.clone(),
         }
     }
 
@@ -122,12 +134,37 @@ pub struct Reporter {
     bar: Option<ProgressBar>,
     epochs: u64,
     last_step: Option<StepInfo>,
+    /// The signal that asked the run to stop (0: none yet), set by the
+    /// signal handler.
+    stop: Option<Arc<AtomicUsize>>,
+    /// Why standard output could not be written, once it could not.
+    output_error: Option<String>,
 }
 
 impl Reporter {
     /// A reporter writing to `output`, logging every `log_every`-th step.
     pub fn new(output: Output, log_every: u64) -> Reporter {
-        Reporter { output, log_every: log_every.max(1), bar: None, epochs: 0, last_step: None }
+        Reporter {
+            output,
+            log_every: log_every.max(1),
+            bar: None,
+            epochs: 0,
+            last_step: None,
+            stop: None,
+            output_error: None,
+        }
+    }
+
+    /// Asks the run to stop once `signal` holds a signal number.
+    pub fn stop_on(mut self, signal: Arc<AtomicUsize>) -> Reporter {
+        self.stop = Some(signal);
+        self
+    }
+
+    /// Why standard output could not be written, if it could not: the run
+    /// then went on, but its log (or its summary) is incomplete.
+    pub fn output_error(&self) -> Option<&str> {
+        self.output_error.as_deref()
     }
 
     /// Clears the progress bar; call before printing anything else.
@@ -145,6 +182,9 @@ impl Reporter {
 
     /// Shows one event as the output says.
     pub fn event(&mut self, event: &Event<'_>) {
+        if let Event::Warning(message) = event {
+            return self.warning(message);
+        }
         match (self.output, event) {
             (Output::Quiet(_), Event::Summary(_)) => self.line(event),
             (Output::Quiet(_), _) => {}
@@ -175,11 +215,42 @@ impl Reporter {
         };
         match &self.bar {
             Some(bar) => bar.println(text),
+            None => self.print(&text),
+        }
+    }
+
+    /// Writes a line to standard output. A closed pipe (`| head`) or a full
+    /// device ends the writing, not the run: the first failure is said on
+    /// standard error, and the run's exit code reports it in the end.
+    fn print(&mut self, text: &str) {
+        if self.output_error.is_some() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(error) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+            let error = format!("standard output: {error}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: {error}: the log is no longer written there; training goes on"
+            );
+            self.output_error = Some(error);
+        }
+    }
+
+    /// A warning: on standard error (above the bar), whatever the output
+    /// mode, and as a JSON line on standard output in JSON mode.
+    fn warning(&mut self, message: &str) {
+        let text = format!("warning: {message}");
+        match &self.bar {
+            Some(bar) => bar.suspend(|| {
+                let _ = writeln!(std::io::stderr(), "{text}");
+            }),
             None => {
-                let mut out = std::io::stdout().lock();
-                // A closed standard output (`| head`) is not worth a panic.
-                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+                let _ = writeln!(std::io::stderr(), "{text}");
             }
+        }
+        if self.output == Output::Lines(LogFormat::Json) {
+            self.print(&json!({ "event": "warning", "message": message }).to_string());
         }
     }
 
@@ -220,6 +291,23 @@ impl Observer for Reporter {
     }
     fn on_resume(&mut self, message: &str) {
         self.event(&Event::Resume(message));
+    }
+    fn on_warning(&mut self, message: &str) {
+        self.event(&Event::Warning(message));
+    }
+    fn stop_requested(&mut self) -> Option<String> {
+        let signal = self.stop.as_ref()?.load(Ordering::Relaxed);
+        (signal != 0).then(|| signal_name(signal as i32))
+    }
+}
+
+/// `SIGTERM`, `SIGINT`, ... for the signals `zbmd-node train` handles.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
     }
 }
 
@@ -265,6 +353,7 @@ fn text(event: &Event<'_>, epochs: u64) -> String {
             format!("checkpoint: step {step} written to {}", path.display())
         }
         Event::Resume(message) => format!("resume: {message}"),
+        Event::Warning(message) => format!("warning: {message}"),
         Event::Summary(summary) => summary_text(summary),
     }
 }
@@ -312,6 +401,18 @@ fn summary_text(summary: &Summary) -> String {
     if let Some((path, note)) = &summary.plot {
         lines.push(format!("plot written to {}{note}", path.display()));
     }
+    if let Some((step, path)) = &summary.last_checkpoint {
+        lines.push(format!("last checkpoint: step {step}, {}", path.display()));
+    }
+    if !summary.checkpoint_failures.is_empty() {
+        let steps: Vec<String> =
+            summary.checkpoint_failures.iter().map(|(step, _)| step.to_string()).collect();
+        lines.push(format!(
+            "checkpoints NOT written: {} (steps {})",
+            steps.len(),
+            steps.join(", ")
+        ));
+    }
     lines.join("\n")
 }
 
@@ -352,6 +453,7 @@ fn json_of(event: &Event<'_>) -> Value {
             "path": path.display().to_string(),
         }),
         Event::Resume(message) => json!({ "event": "resume", "message": message }),
+        Event::Warning(message) => json!({ "event": "warning", "message": message }),
         Event::Summary(summary) => {
             let stats = summary.recovery_stats();
             json!({
@@ -376,6 +478,14 @@ fn json_of(event: &Event<'_>) -> Value {
                 "resumed_from": summary.resumed_from,
                 "save_params": summary.save_params.as_ref().map(|p| p.display().to_string()),
                 "plot": summary.plot.as_ref().map(|(p, _)| p.display().to_string()),
+                "last_checkpoint": summary.last_checkpoint.as_ref().map(|(step, path)| json!({
+                    "step": step,
+                    "path": path.display().to_string(),
+                })),
+                "checkpoint_failures": summary.checkpoint_failures.iter().map(|(step, error)| json!({
+                    "step": step,
+                    "error": error,
+                })).collect::<Vec<_>>(),
             })
         }
     }
@@ -406,6 +516,8 @@ mod tests {
             resumed_from: 40,
             save_params: None,
             plot: None,
+            last_checkpoint: None,
+            checkpoint_failures: Vec::new(),
         }
     }
 
@@ -416,7 +528,7 @@ mod tests {
             summary.recovery_stats(),
             Some((Duration::from_millis(2), Duration::from_millis(3)))
         );
-        let value = json_of(&Event::Summary(summary.clone()));
+        let value = json_of(&Event::Summary(Box::new(summary.clone())));
         assert_eq!(value["event"], "summary");
         assert_eq!(value["faults_recovered"], 2);
         assert_eq!(value["recovery_max_ms"], 3.0);
@@ -431,6 +543,6 @@ mod tests {
     fn no_recovery_means_no_recovery_times() {
         let summary = Summary { recoveries: Vec::new(), faults_injected: 0, ..summary() };
         assert_eq!(summary.recovery_stats(), None);
-        assert_eq!(json_of(&Event::Summary(summary))["recovery_mean_ms"], Value::Null);
+        assert_eq!(json_of(&Event::Summary(Box::new(summary)))["recovery_mean_ms"], Value::Null);
     }
 }

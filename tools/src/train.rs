@@ -12,13 +12,18 @@ use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use clap::{Args, ValueEnum};
-use zbmd_ml::data::{self, CsvOptions, Dataset};
+use zbmd_ml::data::Dataset;
 use zbmd_ml::nn::{Layer, Sequential};
 use zbmd_ml::optim::{AdamConfig, LrSchedule, OptimizerConfig, SgdConfig};
 use zbmd_ml::rng::Rng;
-use zbmd_ml::train::{DataSource, FaultSchedule, TrainConfig, TrainError, train};
+use zbmd_ml::train::{
+    CheckpointFailure, DataSource, FaultSchedule, TrainConfig, TrainError, TrainReport,
+    save_parameters, train,
+};
 
 use crate::plot;
 use crate::progress::{Event, Output, Reporter, Summary};
@@ -47,30 +52,30 @@ pub struct TrainArgs {
     pub data: Option<String>,
     /// Divides every CSV feature by this (for pixels 0-255, say: 255).
     /// The embedded digits are divided by 16 and IDX data by 255 already.
-    #[arg(long, value_name = "DIVISOR")]
+    #[arg(long, value_name = "DIVISOR", allow_negative_numbers = true)]
     pub data_scale: Option<f32>,
     /// Passes over the training set.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub epochs: Option<u64>,
     /// Examples per optimizer step.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
     /// The smallest unit gradients are computed over (0: the whole batch);
     /// the batch size must be a multiple of it.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub grad_chunk: Option<usize>,
     /// The optimizer; switching kind starts from the new kind's defaults
     /// (PyTorch's), then applies --lr, --momentum and --weight-decay.
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
     /// Learning rate (the peak rate when a schedule is used).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Weight decay (L2 for sgd and adam, decoupled for adamw).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Learning-rate schedule: `constant`, `step:SIZE:GAMMA` (times GAMMA
     /// every SIZE steps) or `cosine:WARMUP` (linear warmup over WARMUP
@@ -78,7 +83,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
     pub schedule: Option<ScheduleArg>,
     /// Seeds initialisation, the train/test split, shuffling and dropout.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// The backend whose devices run the model (default: the best found, a
     /// hardware accelerator before the CPU). On an accelerator the model's
@@ -93,17 +98,28 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Steps between checkpoints on disk.
-    #[arg(long, value_name = "STEPS")]
+    #[arg(long, value_name = "STEPS", allow_negative_numbers = true)]
     pub checkpoint_every: Option<u64>,
     /// Checkpoints kept on disk (older ones are deleted).
-    #[arg(long, value_name = "COUNT")]
+    #[arg(long, value_name = "COUNT", allow_negative_numbers = true)]
     pub keep_checkpoints: Option<usize>,
     /// Steps between in-memory snapshots (a crash replays at most this many).
-    #[arg(long, value_name = "STEPS")]
+    #[arg(long, value_name = "STEPS", allow_negative_numbers = true)]
     pub snapshot_every: Option<u64>,
-    /// Resume from the newest valid checkpoint in --checkpoint-dir.
+    /// Resume from the newest valid checkpoint of this run in
+    /// --checkpoint-dir: one written with the same model, data and settings
+    /// (--epochs may grow; other changes are refused, naming them).
     #[arg(long)]
     pub resume: bool,
+    /// Let --checkpoint-dir hold other runs' checkpoints: this run writes
+    /// beside them and never resumes from or deletes them (without it, such
+    /// a directory is refused).
+    #[arg(long)]
+    pub allow_other_runs: bool,
+    /// When a checkpoint cannot be written after 3 attempts: `continue`
+    /// (warn, keep training, exit 1 at the end) or `stop` (exit 1 at once).
+    #[arg(long, value_enum)]
+    pub on_checkpoint_failure: Option<CheckpointFailureArg>,
     /// Faults to inject, e.g. `model@10,optimizer@25,device_lost@40`
     /// (targets: model, optimizer, loader, checkpointer, metrics,
     /// device_lost, device_oom; steps from 1).
@@ -154,6 +170,15 @@ pub enum BackendArg {
     Cuda,
     /// AMD ROCm.
     Rocm,
+}
+
+/// `--on-checkpoint-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckpointFailureArg {
+    /// Warn, keep training, end with exit code 1.
+    Continue,
+    /// Stop the run at once, exit code 1.
+    Stop,
 }
 
 /// How events are written.
@@ -246,6 +271,13 @@ pub fn run(args: TrainArgs) -> ExitCode {
             }
         };
     }
+    let signal = match stop_on_signals() {
+        Ok(signal) => signal,
+        Err(error) => {
+            eprintln!("error: cannot handle SIGTERM and SIGINT: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let output = if args.quiet {
         Output::Quiet(args.log_format)
     } else if args.log_format == LogFormat::Text && std::io::stderr().is_terminal() {
@@ -253,18 +285,29 @@ pub fn run(args: TrainArgs) -> ExitCode {
     } else {
         Output::Lines(args.log_format)
     };
-    let mut reporter = Reporter::new(output, args.log_every);
+    let mut reporter = Reporter::new(output, args.log_every).stop_on(signal.clone());
     reporter.event(&Event::Start { config: &config, data: &data.description });
     let result = train(&config, &mut reporter);
     reporter.finish();
-    let report = match result {
-        Ok(report) => report,
+    // What went wrong after the training itself, said after the summary.
+    let mut errors = Vec::new();
+    let (report, params_saved) = match result {
+        Ok(report) => (report, true),
+        Err(TrainError::SaveParams { report, path, error }) => {
+            let rescue = rescue_parameters(&config, &report);
+            errors.push(format!("--save-params {}: {error}; {rescue}", path.display()));
+            (*report, false)
+        }
         Err(error) => {
-            eprintln!("error: {error}");
-            let code = match error {
+            let code = match &error {
                 TrainError::Config(_) | TrainError::Data(_) => EXIT_USAGE,
+                // The shell's convention for a process a signal ended.
+                TrainError::Interrupted { .. } => 128 + signal.load(Ordering::Relaxed) as u8,
                 _ => EXIT_FAILURE,
             };
+            let prefix =
+                if matches!(error, TrainError::Interrupted { .. }) { "" } else { "error: " };
+            eprintln!("{prefix}{error}");
             return ExitCode::from(code);
         }
     };
@@ -272,15 +315,70 @@ pub fn run(args: TrainArgs) -> ExitCode {
     if let Some(path) = &args.plot {
         match plot::write_png(path, &report.history) {
             Ok(note) => plot_written = Some((path.clone(), note)),
-            Err(error) => {
-                reporter.event(&Event::Summary(Summary::new(&report, &config, None)));
-                eprintln!("error: --plot {}: {error}", path.display());
-                return ExitCode::from(EXIT_FAILURE);
-            }
+            Err(error) => errors.push(format!("--plot {}: {error}", path.display())),
         }
     }
-    reporter.event(&Event::Summary(Summary::new(&report, &config, plot_written)));
-    ExitCode::SUCCESS
+    if let Some((last, _)) = report.checkpoint_failures.last() {
+        errors.push(format!(
+            "{} checkpoint(s) could not be written, the last at step {last} (see the warnings \
+             above); the run is not saved as it was asked to be",
+            report.checkpoint_failures.len()
+        ));
+    }
+    let mut summary = Summary::new(&report, &config, plot_written);
+    if !params_saved {
+        summary.save_params = None;
+    }
+    reporter.event(&Event::Summary(Box::new(summary)));
+    if let Some(error) = reporter.output_error() {
+        errors.push(format!("{error}: the log and summary there are incomplete"));
+    }
+    for error in &errors {
+        eprintln!("error: {error}");
+    }
+    if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) }
+}
+
+/// Where the trained parameters are when `--save-params` could not be
+/// written: in the run's final checkpoint, or in a file written in the
+/// temp folder instead.
+fn rescue_parameters(config: &TrainConfig, report: &TrainReport) -> String {
+    if let Some((step, path)) = &report.last_checkpoint {
+        if *step == report.steps {
+            return format!(
+                "the trained parameters are in the final checkpoint, {}",
+                path.display()
+            );
+        }
+    }
+    let fallback =
+        std::env::temp_dir().join(format!("zbmd-params-{}.safetensors", std::process::id()));
+    match save_parameters(config, report, &fallback) {
+        Ok(()) => format!("the trained parameters were written to {} instead", fallback.display()),
+        Err(error) => {
+            format!("writing them to {} failed too ({error}): they are lost", fallback.display())
+        }
+    }
+}
+
+/// SIGTERM (SLURM's warning before its time limit kills a job) and SIGINT
+/// ask the run to stop after the step in flight, with a checkpoint of it;
+/// the flag holds the signal's number. A second one ends the process at
+/// once, by the signal's default action, as users expect of a second
+/// Ctrl-C.
+fn stop_on_signals() -> std::io::Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let signal = Arc::new(AtomicUsize::new(0));
+    let asked = Arc::new(AtomicBool::new(false));
+    for number in [SIGTERM, SIGINT] {
+        // The order matters: the default action must be armed by the first
+        // signal, not fire on it.
+        flag::register_conditional_default(number, asked.clone())?;
+        flag::register(number, asked.clone())?;
+        flag::register_usize(number, signal.clone(), number as usize)?;
+    }
+    Ok(signal)
 }
 
 /// The checked settings and the data's description.
@@ -321,9 +419,10 @@ fn prepare(args: &TrainArgs) -> Result<Prepared, UsageError> {
     apply_options(args, &mut config)?;
     let dataset = load(&data)?;
     check_model(&config.model, &dataset)?;
+    let total_steps = total_steps(&config, &dataset)?;
+    config.check_faults(total_steps)?;
     if let Some(schedule) = args.schedule {
         let lr = optimizer_lr(&config.optimizer);
-        let total_steps = total_steps(&config, &dataset);
         config.schedule = Some(match schedule {
             ScheduleArg::Constant => LrSchedule::Constant { lr },
             ScheduleArg::Step { step_size, gamma } => LrSchedule::Step { lr, step_size, gamma },
@@ -376,6 +475,13 @@ fn apply_options(args: &TrainArgs, config: &mut TrainConfig) -> Result<(), Usage
         config.checkpoint_dir = Some(dir.clone());
     }
     config.resume |= args.resume;
+    config.allow_other_runs |= args.allow_other_runs;
+    if let Some(policy) = args.on_checkpoint_failure {
+        config.on_checkpoint_failure = match policy {
+            CheckpointFailureArg::Continue => CheckpointFailure::Continue,
+            CheckpointFailureArg::Stop => CheckpointFailure::Stop,
+        };
+    }
     config.kernel_actors |= args.kernel_actors;
     if let Some(faults) = &args.faults {
         config.faults = faults.clone();
@@ -448,7 +554,7 @@ fn optimizer_lr(optimizer: &OptimizerConfig) -> f64 {
 /// split (the last, short batch of an epoch counts: the loader keeps it).
 /// The split is stratified, each class giving `round(count × fraction)` rows
 /// to the test set, so the training set's size follows from the class counts.
-fn total_steps(config: &TrainConfig, dataset: &Dataset) -> u64 {
+fn total_steps(config: &TrainConfig, dataset: &Dataset) -> Result<u64, String> {
     let test: usize = dataset
         .class_counts()
         .iter()
@@ -456,7 +562,7 @@ fn total_steps(config: &TrainConfig, dataset: &Dataset) -> u64 {
         .sum();
     let train = dataset.len().saturating_sub(test).max(1);
     let batch_size = config.batch_size.max(1);
-    config.epochs.saturating_mul(train.div_ceil(batch_size) as u64)
+    config.total_steps(train.div_ceil(batch_size) as u64)
 }
 
 /// Parses `--data`, choosing the format.
@@ -530,14 +636,15 @@ fn describe(source: &DataSource) -> DataChoice {
     DataChoice { source: source.clone(), description }
 }
 
-/// Loads the data once to check it (and to size a cosine schedule).
+/// Loads (and scales) the data once to check it, and to size a cosine
+/// schedule.
 fn load(data: &DataChoice) -> Result<Dataset, UsageError> {
-    let dataset = match &data.source {
-        DataSource::Digits => return Ok(data::digits()),
-        DataSource::Csv { path, .. } => data::load_csv(path, &CsvOptions::default()),
-        DataSource::Idx { images, labels } => data::load_idx(images, labels),
-    };
-    dataset.map_err(|error| UsageError(format!("data: {error} [read as {}]", data.description)))
+    zbmd_ml::train::load_data(&data.source).map_err(|error| match error {
+        TrainError::Data(error) => {
+            UsageError(format!("data: {error} [read as {}]", data.description))
+        }
+        other => UsageError(other.to_string()),
+    })
 }
 
 /// Builds the model once: its spec or file must parse, its input width must
@@ -603,7 +710,21 @@ fn check_output_path(option: &str, path: &Path, extension: &str) -> Result<(), U
             )));
         }
     }
-    Ok(())
+    // Opened for appending (and removed again if it was created), so that
+    // a read-only folder, a permission or a path that is a folder is found
+    // now rather than after the training it would lose.
+    let existed = path.exists();
+    match fs::OpenOptions::new().append(true).create(true).open(path) {
+        Ok(_) => {
+            if !existed {
+                let _ = fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            Err(UsageError(format!("{option} {}: cannot be written: {error}", path.display())))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -640,12 +761,14 @@ mod tests {
     #[test]
     fn total_steps_counts_the_short_last_batch() {
         let config = TrainConfig { epochs: 3, batch_size: 64, ..TrainConfig::default() };
-        let digits = data::digits();
+        let digits = zbmd_ml::data::digits();
         // 1,797 rows, 20% held out per class (rounded): 1,437 or so train rows.
         let test: usize =
             digits.class_counts().iter().map(|&c| (c as f64 * 0.2).round() as usize).sum();
         let train = digits.len() - test;
-        assert_eq!(total_steps(&config, &digits), 3 * train.div_ceil(64) as u64);
+        assert_eq!(total_steps(&config, &digits), Ok(3 * train.div_ceil(64) as u64));
+        let endless = TrainConfig { epochs: 802_032_351_030_850_071, ..config };
+        assert!(total_steps(&endless, &digits).unwrap_err().contains("more than the"));
         let (split_train, _) = digits.split(0.2, 42).unwrap();
         assert_eq!(split_train.len(), train, "the count must match Dataset::split's");
     }

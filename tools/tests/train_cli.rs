@@ -557,8 +557,401 @@ fn data_scale_divides_csv_features_and_is_refused_elsewhere() {
     assert!(config.kernel_actors);
 
     assert_usage_error(&train(&["--data", data, "--data-scale", "0"]), &["--data-scale 0"]);
+    // Found before training, not as a diverged run.
+    assert_usage_error(
+        &train(&["--data", data, "--model", "[2, 2]", "--data-scale", "1e-45"]),
+        &["divided by 1e-45", "use a larger divisor"],
+    );
     assert_usage_error(
         &train(&["--data-scale", "16"]),
         &["--data-scale applies to CSV data only", "digits"],
     );
+}
+
+// ---------------------------------------------------------------------------
+// What can go wrong (issue 13): each test below failed before its fix.
+
+/// Runs `zbmd-node train` with extra environment variables.
+fn train_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.arg("train").args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run zbmd-node")
+}
+
+#[test]
+fn sizes_beyond_a_run_are_refused_before_it_starts() {
+    // Used to wrap around and train 17 steps.
+    assert_usage_error(
+        &train(&["--epochs", "802032351030850071"]),
+        &["epochs", "more than the 100000000 steps"],
+    );
+    // Used to be reported as an unknown argument.
+    assert_usage_error(&train(&["--lr", "-1"]), &["lr", "-1"]);
+    // Used never to fire, without a word.
+    assert_usage_error(
+        &train(&["--epochs", "2", "--faults", "model@5000"]),
+        &["model@5000", "46 steps"],
+    );
+    let dir = TempDir::new("faults-no-checkpoint");
+    let checkpoints = dir.join("c");
+    assert_usage_error(
+        &train(&[
+            "--epochs",
+            "2",
+            "--faults",
+            "checkpointer@7",
+            "--checkpoint-dir",
+            checkpoints.to_str().unwrap(),
+        ]),
+        &["checkpointer@7", "no checkpoint is written at step 7"],
+    );
+    assert_usage_error(&train(&["--faults", "checkpointer@10"]), &["without a checkpoint_dir"]);
+}
+
+#[test]
+fn bad_environment_variables_are_configuration_errors() {
+    for (name, value, needle) in [
+        ("ZBMD_FAULT_INJECTION", "garbage", "ZBMD_FAULT_INJECTION"),
+        ("ZBMD_IO_BACKEND", "garbage", "ZBMD_IO_BACKEND"),
+        ("ZBMD_GPU_BACKEND", "garbage", "ZBMD_GPU_BACKEND \"garbage\""),
+        // Absent here: never a silent fall back to the CPU.
+        ("ZBMD_GPU_BACKEND", "rocm", "ZBMD_GPU_BACKEND rocm"),
+    ] {
+        let output = train_env(&["--epochs", "1", "--quiet"], &[(name, value)]);
+        assert_usage_error(&output, &[needle]);
+    }
+    let output = train_env(&["--epochs", "1", "--quiet"], &[("ZBMD_GPU_BACKEND", "cpu")]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+}
+
+#[test]
+fn output_paths_that_cannot_be_written_are_refused_before_training() {
+    // /proc takes no new files, not even from root.
+    assert_usage_error(
+        &train(&["--plot", "/proc/zbmd-curves.png"]),
+        &["--plot", "cannot be written"],
+    );
+    assert_usage_error(
+        &train(&["--save-params", "/proc/zbmd.safetensors"]),
+        &["--save-params", "cannot be written"],
+    );
+    let dir = TempDir::new("unwritable-checkpoints");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let under_a_file = file.join("checkpoints");
+    assert_usage_error(
+        &train(&["--checkpoint-dir", under_a_file.to_str().unwrap()]),
+        &["checkpoint_dir", "a-file"],
+    );
+}
+
+#[test]
+fn parameters_that_cannot_be_saved_after_training_are_not_lost() {
+    let dir = TempDir::new("save-params-full");
+    // A name that passes every check before training, on a device that is
+    // always full: the write fails only at the end.
+    let full = dir.join("params.safetensors");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    let output = train(&["--epochs", "1", "--save-params", full.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("held-out accuracy"), "the summary is printed: {out}");
+    assert!(!out.contains("parameters saved to"), "{out}");
+    let message = stderr(&output);
+    assert!(message.contains("--save-params") && message.contains("written to"), "{message}");
+    let rescued = message.split("written to ").nth(1).unwrap().split(" instead").next().unwrap();
+    assert_eq!(tensors(Path::new(rescued)).len(), 4, "the rescued file holds the parameters");
+    std::fs::remove_file(rescued).unwrap();
+}
+
+#[test]
+fn a_closed_or_full_standard_output_does_not_pass_for_success() {
+    let output = Command::new(BIN)
+        .args(["train", "--epochs", "1"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    assert!(stderr(&output).contains("standard output"), "{}", stderr(&output));
+
+    let mut child = Command::new(BIN)
+        .args(["train", "--epochs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `| head -0`
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    assert!(stderr(&output).contains("Broken pipe"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_learning_rate_that_diverges_stops_the_run_with_an_error() {
+    let output = train(&["--epochs", "2", "--lr", "1e10", "--quiet"]);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("training diverged at step"), "{message}");
+    assert!(message.contains("lower the learning rate"), "{message}");
+}
+
+/// Writes a run's checkpoints into `dir` and returns the files.
+fn checkpoints_of(args: &[&str], dir: &Path) -> Vec<PathBuf> {
+    let mut all = args.to_vec();
+    all.extend(["--checkpoint-dir", dir.to_str().unwrap(), "--quiet"]);
+    let output = train(&all);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "zbmd"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn garbage_with_high_step_numbers_neither_deletes_checkpoints_nor_hijacks_resume() {
+    let dir = TempDir::new("garbage-high-steps");
+    let checkpoints = dir.join("c");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    for step in [999_999u64, 888_888] {
+        std::fs::write(checkpoints.join(format!("ckpt-{step:012}.zbmd")), b"garbage").unwrap();
+    }
+    let run = ["--epochs", "2", "--checkpoint-every", "10"];
+    let path = checkpoints.to_str().unwrap();
+    // Refused, with what is there and what to do.
+    let mut args = run.to_vec();
+    args.extend(["--checkpoint-dir", path]);
+    assert_usage_error(
+        &train(&args),
+        &["another run", "ckpt-000000999999.zbmd", "--allow-other-runs"],
+    );
+    // Allowed: this run's newest three survive, and resume continues them.
+    let allowed = ["--epochs", "2", "--checkpoint-every", "10", "--allow-other-runs"];
+    let files = checkpoints_of(&allowed, &checkpoints);
+    let ours: Vec<&PathBuf> =
+        files.iter().filter(|path| path.to_str().unwrap().contains("000000000046-")).collect();
+    assert_eq!(ours.len(), 1, "the final checkpoint is kept: {files:?}");
+    assert_eq!(files.len(), 5, "three of ours and the two garbage files: {files:?}");
+    let resume = [
+        "--epochs",
+        "3",
+        "--checkpoint-every",
+        "10",
+        "--checkpoint-dir",
+        path,
+        "--allow-other-runs",
+        "--resume",
+        "--log-format",
+        "json",
+    ];
+    let output = train(&resume);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_eq!(events(&json_lines(&output), "summary")[0]["resumed_from"], 46);
+}
+
+#[test]
+fn resuming_with_other_settings_or_a_shorter_run_is_refused_naming_why() {
+    let dir = TempDir::new("resume-changed");
+    let checkpoints = dir.join("c");
+    checkpoints_of(&["--epochs", "2"], &checkpoints);
+    let path = checkpoints.to_str().unwrap();
+    assert_usage_error(
+        &train(&["--epochs", "3", "--checkpoint-dir", path, "--resume", "--lr", "0.01"]),
+        &["optimizer.lr: 0.1 there, 0.01 here", "keeps the settings it was started with"],
+    );
+    assert_usage_error(
+        &train(&["--model", "[64, 32, 10]", "--checkpoint-dir", path, "--resume"]),
+        &["model: [64, 128, 10] there, [64, 32, 10] here"],
+    );
+    assert_usage_error(
+        &train(&["--epochs", "1", "--checkpoint-dir", path, "--resume"]),
+        &["step 46", "past this run's 23 steps", "at least 2 epochs"],
+    );
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_a_warning_even_when_quiet() {
+    let dir = TempDir::new("corrupt-quiet");
+    let checkpoints = dir.join("c");
+    let files = checkpoints_of(&["--epochs", "2", "--checkpoint-every", "10"], &checkpoints);
+    let newest = files.last().unwrap();
+    let mut bytes = std::fs::read(newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(newest, bytes).unwrap();
+    let path = checkpoints.to_str().unwrap();
+    let output = train(&["--epochs", "2", "--checkpoint-dir", path, "--resume", "--quiet"]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("warning: skipped checkpoint"), "{message}");
+    assert!(message.contains("checksum mismatch"), "{message}");
+}
+
+#[test]
+fn two_runs_cannot_write_one_directory() {
+    let dir = TempDir::new("two-writers");
+    let checkpoints = dir.join("c");
+    let path = checkpoints.to_str().unwrap();
+    let mut first = Command::new(BIN)
+        .args(["train", "--epochs", "1000", "--checkpoint-dir", path, "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its first line is printed once the directory is locked... or not yet:
+    // wait for its first step, after which it surely holds the lock.
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let stepped =
+        lines.by_ref().take(100).map_while(Result::ok).any(|line| line.contains("\"step\""));
+    let second = train(&["--epochs", "1", "--checkpoint-dir", path]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(stepped, "the first run never stepped");
+    assert_usage_error(
+        &second,
+        &["another process is writing checkpoints here", &format!("pid {}", first.id())],
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues_it() {
+    let dir = TempDir::new("sigterm");
+    let (clean_params, resumed_params) =
+        (dir.join("clean.safetensors"), dir.join("resumed.safetensors"));
+    let checkpoints = dir.join("c");
+    let path = checkpoints.to_str().unwrap();
+    let common = ["--batch-size", "16", "--seed", "3"];
+    let mut args = common.to_vec();
+    args.extend(["--epochs", "3", "--save-params", clean_params.to_str().unwrap(), "--quiet"]);
+    assert!(train(&args).status.success());
+
+    // A long run (epochs are not part of the run's identity: its first steps
+    // are those of the 3-epoch run) stopped by SIGTERM a few steps in.
+    let mut args = common.to_vec();
+    args.extend([
+        "--epochs",
+        "500",
+        "--checkpoint-dir",
+        path,
+        "--log-format",
+        "json",
+        "--log-every",
+        "1",
+    ]);
+    let mut child = Command::new(BIN)
+        .arg("train")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stepped =
+        lines.by_ref().take(200).map_while(Result::ok).any(|line| line.contains("\"step\":5,"));
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not
+    // yet waited for (so the pid is not reused); no memory is involved.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = child.wait_with_output().unwrap();
+    assert!(stepped, "the run never reached step 5");
+    assert_eq!(output.status.code(), Some(128 + libc::SIGTERM), "stderr: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("stopped by SIGTERM after step"), "{message}");
+    let checkpoint =
+        rest.iter().rev().find(|line| line.contains("\"checkpoint\"")).expect("a checkpoint event");
+    let stopped_at: Value = serde_json::from_str(checkpoint).unwrap();
+    assert!(message.contains(stopped_at["path"].as_str().unwrap()), "says where: {message}");
+    assert!(stopped_at["step"].as_u64().unwrap() >= 5);
+
+    let mut args = common.to_vec();
+    args.extend([
+        "--epochs",
+        "3",
+        "--checkpoint-dir",
+        path,
+        "--resume",
+        "--save-params",
+        resumed_params.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let output = train(&args);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert_eq!(events(&json_lines(&output), "summary")[0]["resumed_from"], stopped_at["step"]);
+    assert!(
+        tensors(&clean_params) == tensors(&resumed_params),
+        "parameters differ after SIGTERM and --resume"
+    );
+}
+
+/// A small tmpfs mounted for one test (root only), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` (said on standard error) where this process may not mount.
+    fn mount(dir: &Path, options: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs", dir.to_str().unwrap()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root); CI runs as root");
+        }
+        mounted.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn checkpoints_that_cannot_be_written_are_retried_reported_and_never_exit_0() {
+    let dir = TempDir::new("full-disk");
+    // A read-only directory is found before the first step.
+    let Some(read_only) = Tmpfs::mount(&dir.join("ro"), "ro,size=64k") else { return };
+    assert_usage_error(
+        &train(&["--checkpoint-dir", read_only.0.to_str().unwrap()]),
+        &["checkpoint_dir", "Read-only file system"],
+    );
+    // A disk that fills up during the run: a checkpoint of this model takes
+    // about 80 KB, so the third of them no longer fits.
+    let Some(full) = Tmpfs::mount(&dir.join("full"), "size=200k") else { return };
+    let path = full.0.to_str().unwrap();
+    let run = ["--epochs", "2", "--checkpoint-every", "10", "--checkpoint-dir", path, "--quiet"];
+    let output = train(&run);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("warning: the checkpoint of step 30 could not be written"),
+        "{message}"
+    );
+    assert!(message.contains("attempt 3"), "retried: {message}");
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(stdout(&output).contains("checkpoints NOT written"), "{}", stdout(&output));
+    let temps = std::fs::read_dir(path)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"));
+    assert_eq!(temps.count(), 0, "no temp file is left behind");
+
+    let Some(stopping) = Tmpfs::mount(&dir.join("stop"), "size=200k") else { return };
+    let mut stop = run.to_vec();
+    stop[5] = stopping.0.to_str().unwrap();
+    stop.extend(["--on-checkpoint-failure", "stop"]);
+    let output = train(&stop);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the checkpoint of step 30 could not be written"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stdout(&output).contains("held-out accuracy"), "it stopped at step 30");
 }

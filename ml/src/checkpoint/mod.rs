@@ -7,7 +7,9 @@
 //! [`CheckpointStore`] writes files with the classic atomic-replace recipe
 //! (temp file, `fsync`, `rename`, `fsync` of the directory: see "Files are
 //! hard", Dan Luu, 2019) and on resume loads the newest file that passes
-//! every check, reporting and skipping the rest.
+//! every check, reporting and skipping the rest. A store opened for a run
+//! ([`RunIdentity`]) reads, prunes and resumes only that run's files, and
+//! one process at a time writes a directory (an `flock` on [`LOCK_FILE`]).
 //!
 //! # File format
 //!
@@ -26,16 +28,24 @@
 //! [`LoaderPosition`] as JSON), `metrics` (JSON: name → the `f64`'s bit
 //! pattern as an integer, so NaN and infinities survive bit-exactly),
 //! `extra` (JSON: name → string) and `tensor_order` (JSON array of names:
-//! safetensors sorts tensors, this restores the caller's order).
+//! safetensors sorts tensors, this restores the caller's order). A run's
+//! checkpoints hold its identity in `extra`: [`RUN_ID_KEY`] (16 hex digits,
+//! also in the file name) and [`RUN_SETTINGS_KEY`] (the settings, as a JSON
+//! object of strings).
 
 mod format;
+mod lock;
+mod run;
 mod store;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 
-pub use store::{CheckpointStore, Recovery};
+pub use lock::LOCK_FILE;
+pub(crate) use run::Fnv1a;
+pub use run::{RUN_ID_KEY, RUN_SETTINGS_KEY, RunId, RunIdentity};
+pub use store::{CheckpointStore, ContentCheck, OtherCheckpoint, Recovery};
 
 use crate::data::LoaderPosition;
 
@@ -252,6 +262,30 @@ pub enum CheckpointError {
         name: String,
         /// What is wrong.
         reason: String,
+    },
+    /// The checkpoint decodes, but its contents cannot be from this run:
+    /// tensors that do not fit the model, values training never produces
+    /// (NaN, infinities), a loader position outside the data.
+    #[error("{}: {reason}", path.display())]
+    BadContents {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another process holds the directory's lock: two writers would
+    /// prune each other's checkpoints.
+    #[error(
+        "{}: another process is writing checkpoints here ({}); two writers would delete each \
+         other's checkpoints: stop it, or use another directory",
+        dir.display(),
+        holder.map_or_else(|| "its pid is unknown".to_string(), |pid| format!("pid {pid}"))
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        holder: Option<u32>,
     },
     /// A store was opened with `keep_last == 0`, which would delete every
     /// checkpoint it writes.

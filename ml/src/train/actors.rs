@@ -51,8 +51,8 @@ pub(crate) struct Shared {
     pub products: Products,
     /// The fault-injecting wrappers of the devices they may run on.
     pub faulty: Vec<Arc<FaultyDevice>>,
-    pub checkpoint_dir: Option<PathBuf>,
-    pub keep_checkpoints: usize,
+    /// Where checkpoints are written (opened, and locked, by the driver).
+    pub store: Option<Arc<CheckpointStore>>,
     /// Why the last actor crashed, for the recovery report.
     pub crash: Mutex<Option<(FaultTarget, String)>>,
     /// Why, when and at which step the metrics actor last crashed: kept
@@ -788,22 +788,15 @@ pub(crate) enum CheckpointerMsg {
     Save { checkpoint: Arc<Checkpoint>, reply: ReplyTo<Result<PathBuf, String>> },
 }
 
+/// Writes checkpoints into the run's store. The driver opened the store
+/// (and holds its directory's lock) before the first step; every
+/// incarnation of this actor writes through it.
 pub(crate) struct CheckpointerActor {
     pub shared: Arc<Shared>,
-    pub store: Option<CheckpointStore>,
 }
 
 impl Actor for CheckpointerActor {
     type Msg = CheckpointerMsg;
-
-    fn started(&mut self, _: &mut Context<'_, Self>) -> Result<(), ActorError> {
-        if let Some(dir) = &self.shared.checkpoint_dir {
-            let store = CheckpointStore::open(dir.clone(), self.shared.keep_checkpoints)
-                .map_err(|error| ActorError::msg(error.to_string()))?;
-            self.store = Some(store);
-        }
-        Ok(())
-    }
 
     fn handle(
         &mut self,
@@ -811,16 +804,16 @@ impl Actor for CheckpointerActor {
         msg: CheckpointerMsg,
     ) -> Result<(), ActorError> {
         let CheckpointerMsg::Save { checkpoint, reply } = msg;
-        let Some(store) = &self.store else {
+        let Some(store) = &self.shared.store else {
             reply.reply(Err("no checkpoint directory".into()));
             return Ok(());
         };
         if self.shared.take_fault(FaultTarget::Checkpointer, checkpoint.step) {
-            // Die halfway through a write, as a crash would: half a temp
-            // file, never renamed. The store ignores and cleans it up.
+            // Die halfway through a write, as a crash would: half the temp
+            // file this save writes, never renamed. The retried save
+            // replaces it; a store opened later removes it.
             let bytes = checkpoint.encode().map_err(|error| ActorError::msg(error.to_string()))?;
-            let partial = store.path_for(checkpoint.step).with_extension("zbmd.tmp");
-            let _ = std::fs::write(&partial, &bytes[..bytes.len() / 2]);
+            let _ = std::fs::write(store.temp_path_for(checkpoint.step), &bytes[..bytes.len() / 2]);
             return Err(injected(&self.shared, FaultTarget::Checkpointer, checkpoint.step));
         }
         reply.reply(store.save(&checkpoint).map_err(|error| error.to_string()));
@@ -922,10 +915,21 @@ impl Devices {
         let cpu = |ordinal| -> Arc<dyn Device> {
             Arc::new(zbmd_gpu::CpuDevice::with_ordinal(ordinal, budget))
         };
+        // Named in the settings, else in ZBMD_GPU_BACKEND: either way a
+        // name that is wrong, or a backend that is absent, is an error,
+        // never a silent fall back to another backend.
+        let from_env = std::env::var(zbmd_gpu::detect::BACKEND_ENV)
+            .ok()
+            .filter(|name| backend.is_none() && !name.trim().is_empty());
+        let (backend, origin) = match (backend, &from_env) {
+            (Some(name), _) => (Some(name), "backend".to_string()),
+            (None, Some(name)) => (Some(name.as_str()), zbmd_gpu::detect::BACKEND_ENV.to_string()),
+            (None, None) => (None, String::new()),
+        };
         let wanted = match backend {
             None => None,
             Some(name) => Some(BackendKind::parse(name).ok_or_else(|| {
-                format!("backend {name:?}: expected one of cpu, cuda, rocm, vulkan")
+                format!("{origin} {name:?}: expected one of cpu, cuda, rocm, vulkan")
             })?),
         };
         let accelerators: Vec<Arc<dyn Device>> = match wanted {
@@ -943,7 +947,7 @@ impl Devices {
                         BackendStatus::Absent(reason) => reason.clone(),
                         BackendStatus::Available(_) => "no device".into(),
                     };
-                    return Err(format!("backend {}: {why}", kind.name()));
+                    return Err(format!("{origin} {}: {why}", kind.name()));
                 }
                 devices
             }

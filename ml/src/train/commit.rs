@@ -12,12 +12,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::checkpoint::{Checkpoint, NamedArray};
+use crate::checkpoint::{Checkpoint, NamedArray, RunIdentity};
 use crate::data::LoaderPosition;
 use crate::optim::OptimizerState;
 
 /// Parameters by name, in model order.
 pub(crate) type Params = Arc<Vec<NamedArray>>;
+
+/// The model's parameters as a checkpoint must hold them: names and shapes,
+/// in model order.
+pub(crate) type Layout = Vec<(String, Vec<usize>)>;
 
 /// Everything that determines the rest of a run from `step` on, except the
 /// loss curve (the driver's, of which the first `step` entries are committed).
@@ -32,20 +36,26 @@ pub(crate) struct Committed {
 }
 
 impl Committed {
-    /// The state a checkpoint holds, and its loss curve.
+    /// The state a checkpoint holds, and its loss curve, checked against
+    /// the model's `layout`: every parameter present with the model's
+    /// shape, every optimizer array as long as its parameter.
     pub fn from_checkpoint(
         checkpoint: &Checkpoint,
-        names: &[String],
+        layout: &Layout,
     ) -> Result<(Committed, Vec<f32>), String> {
-        let params = names
+        let params = layout
             .iter()
-            .map(|name| {
-                checkpoint
+            .map(|(name, shape)| {
+                let array = checkpoint
                     .tensor(&format!("param.{name}"))
-                    .map(|array| {
-                        NamedArray::new(name.clone(), array.shape.clone(), array.data.clone())
-                    })
-                    .ok_or_else(|| format!("the checkpoint holds no parameter {name:?}"))
+                    .ok_or_else(|| format!("the checkpoint holds no parameter {name:?}"))?;
+                if array.shape != *shape {
+                    return Err(format!(
+                        "parameter {name} has shape {:?} in the checkpoint, {shape:?} in the model",
+                        array.shape
+                    ));
+                }
+                Ok(NamedArray::new(name.clone(), array.shape.clone(), array.data.clone()))
             })
             .collect::<Result<Vec<_>, String>>()?;
         let losses = checkpoint
@@ -59,10 +69,28 @@ impl Committed {
                 losses.len()
             ));
         }
+        let optimizer = optimizer_state_of(checkpoint)?;
+        for (name, values) in &optimizer.arrays {
+            let param = params.iter().find(|param| {
+                name.strip_prefix(param.name.as_str()).is_some_and(|rest| rest.starts_with('.'))
+            });
+            match param {
+                Some(param) if param.data.len() == values.len() => {}
+                Some(param) => {
+                    return Err(format!(
+                        "optimizer array {name} holds {} values, parameter {} {}",
+                        values.len(),
+                        param.name,
+                        param.data.len()
+                    ));
+                }
+                None => return Err(format!("optimizer array {name} belongs to no parameter")),
+            }
+        }
         let committed = Committed {
             step: checkpoint.step,
             params: Arc::new(params),
-            optimizer: Arc::new(optimizer_state_of(checkpoint)?),
+            optimizer: Arc::new(optimizer),
             loader: checkpoint.loader,
             rng_state: checkpoint.rng_state,
         };
@@ -77,6 +105,7 @@ impl Committed {
         losses: &[f32],
         batches_per_epoch: u64,
         model: &str,
+        run: Option<&RunIdentity>,
     ) -> Result<Checkpoint, String> {
         let losses = &losses[..self.step as usize];
         let mut tensors: Vec<NamedArray> = self
@@ -105,6 +134,9 @@ impl Committed {
                 .map_err(|error| format!("optimizer scalars: {error}"))?,
         );
         extra.insert("model".to_owned(), model.to_owned());
+        if let Some(run) = run {
+            run.stamp(&mut extra);
+        }
         let mut metrics = BTreeMap::new();
         metrics.insert("loss".to_owned(), f64::from(*losses.last().unwrap_or(&f32::NAN)));
         Ok(Checkpoint {
@@ -168,15 +200,18 @@ mod tests {
         (committed, vec![2.0, 1.5, 1.25, 9.0])
     }
 
+    fn layout() -> Layout {
+        vec![("0.weight".to_owned(), vec![2, 3]), ("0.bias".to_owned(), vec![2])]
+    }
+
     #[test]
     fn a_checkpoint_round_trips_the_committed_state_and_its_losses() {
         let (committed, losses) = committed();
-        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]").unwrap();
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]", None).unwrap();
         // Only the committed losses travel: the fourth is past the step.
         assert_eq!(checkpoint.tensor("metrics.losses").unwrap().data, vec![2.0, 1.5, 1.25]);
         assert_eq!(checkpoint.tensor("metrics.epochs").unwrap().data, vec![0.0, 0.0, 1.0]);
-        let names = vec!["0.weight".to_owned(), "0.bias".to_owned()];
-        let (back, back_losses) = Committed::from_checkpoint(&checkpoint, &names).unwrap();
+        let (back, back_losses) = Committed::from_checkpoint(&checkpoint, &layout()).unwrap();
         assert_eq!(back_losses, vec![2.0, 1.5, 1.25]);
         assert_eq!(back.step, 3);
         assert_eq!(back.rng_state, 99);
@@ -187,15 +222,44 @@ mod tests {
     #[test]
     fn a_checkpoint_missing_a_parameter_or_losses_is_refused() {
         let (committed, losses) = committed();
-        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]").unwrap();
-        let names = vec!["0.weight".to_owned(), "1.weight".to_owned()];
-        let error = Committed::from_checkpoint(&checkpoint, &names).unwrap_err();
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]", None).unwrap();
+        let mut other = layout();
+        other[1] = ("1.weight".to_owned(), vec![2]);
+        let error = Committed::from_checkpoint(&checkpoint, &other).unwrap_err();
         assert!(error.contains("1.weight"), "{error}");
 
         let mut short = checkpoint.clone();
         short.tensors.retain(|array| array.name != "metrics.losses");
-        let names = vec!["0.weight".to_owned(), "0.bias".to_owned()];
-        let error = Committed::from_checkpoint(&short, &names).unwrap_err();
+        let error = Committed::from_checkpoint(&short, &layout()).unwrap_err();
         assert!(error.contains("0 losses"), "{error}");
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_shape_names_both_shapes() {
+        let (committed, losses) = committed();
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]", None).unwrap();
+        let mut wider = layout();
+        wider[0].1 = vec![4, 3];
+        let error = Committed::from_checkpoint(&checkpoint, &wider).unwrap_err();
+        assert_eq!(
+            error,
+            "parameter 0.weight has shape [2, 3] in the checkpoint, [4, 3] in the model"
+        );
+    }
+
+    #[test]
+    fn an_optimizer_array_that_does_not_fit_its_parameter_is_refused() {
+        let (mut committed, losses) = committed();
+        Arc::make_mut(&mut committed.optimizer).arrays[0].1.push(1.0);
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]", None).unwrap();
+        let error = Committed::from_checkpoint(&checkpoint, &layout()).unwrap_err();
+        assert!(
+            error.contains("0.weight.momentum holds 7 values, parameter 0.weight 6"),
+            "{error}"
+        );
+        Arc::make_mut(&mut committed.optimizer).arrays[0].0 = "9.weight.momentum".into();
+        let checkpoint = committed.to_checkpoint(&losses, 2, "[3, 2]", None).unwrap();
+        let error = Committed::from_checkpoint(&checkpoint, &layout()).unwrap_err();
+        assert!(error.contains("belongs to no parameter"), "{error}");
     }
 }

@@ -122,6 +122,25 @@ impl FaultSchedule {
     }
 }
 
+/// What a run does when a checkpoint cannot be written, even after its
+/// retries (a full disk, a directory that became read-only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointFailure {
+    /// Warn, keep training (a later checkpoint may succeed once space is
+    /// freed), and end the run with an error listing the checkpoints that
+    /// are missing: never a success with checkpoints missing.
+    #[default]
+    Continue,
+    /// Stop the run at the step whose checkpoint failed.
+    Stop,
+}
+
+/// The most steps a run may have: the driver keeps the whole loss curve, in
+/// memory and in every checkpoint (8 bytes a step with its epoch), so 10^8
+/// steps is 800 MB a checkpoint, already more than any run here needs.
+pub const MAX_TOTAL_STEPS: u64 = 100_000_000;
+
 /// Everything a training run needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -167,8 +186,16 @@ pub struct TrainConfig {
     /// Steps between in-memory snapshots (recovery from a crash replays at
     /// most this many steps, without reading the disk).
     pub snapshot_every: u64,
-    /// Resume from the newest valid checkpoint in `checkpoint_dir`.
+    /// Resume from the newest valid checkpoint of this run in
+    /// `checkpoint_dir` (one written with the same model, data and
+    /// settings; `epochs` may differ).
     pub resume: bool,
+    /// Lets the run write into a `checkpoint_dir` that holds other runs'
+    /// checkpoints (which it never resumes from nor deletes); without it
+    /// such a directory is refused.
+    pub allow_other_runs: bool,
+    /// What to do when a checkpoint cannot be written after its retries.
+    pub on_checkpoint_failure: CheckpointFailure,
     /// Faults to inject.
     pub faults: FaultSchedule,
     /// Writes the final parameters here (safetensors, PyTorch names).
@@ -198,6 +225,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             snapshot_every: 1,
             resume: false,
+            allow_other_runs: false,
+            on_checkpoint_failure: CheckpointFailure::Continue,
             faults: FaultSchedule::default(),
             save_params: None,
         }
@@ -214,6 +243,12 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
+        }
+        if self.epochs > MAX_TOTAL_STEPS {
+            return Err(format!(
+                "epochs ({}) is above the {MAX_TOTAL_STEPS} steps a run may have",
+                self.epochs
+            ));
         }
         if !(0.0..1.0).contains(&self.test_fraction) {
             return Err(format!("test_fraction must be in [0, 1), is {}", self.test_fraction));
@@ -234,6 +269,48 @@ impl TrainConfig {
         }
         if let Some(schedule) = &self.schedule {
             schedule.validate().map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The run's optimizer steps with `batches_per_epoch` batches an epoch,
+    /// or why there would be too many ([`MAX_TOTAL_STEPS`]).
+    pub fn total_steps(&self, batches_per_epoch: u64) -> Result<u64, String> {
+        batches_per_epoch
+            .checked_mul(self.epochs)
+            .filter(|&steps| steps <= MAX_TOTAL_STEPS)
+            .ok_or_else(|| {
+                format!(
+                    "epochs: {} epochs of {batches_per_epoch} steps is more than the \
+                     {MAX_TOTAL_STEPS} steps a run may have (the loss curve is kept whole, in \
+                     memory and in every checkpoint)",
+                    self.epochs
+                )
+            })
+    }
+
+    /// Checks that every planned fault can fire in a run of `total_steps`
+    /// steps: one past the run's end, or aimed at a checkpoint that is never
+    /// written, would silently not happen.
+    pub fn check_faults(&self, total_steps: u64) -> Result<(), String> {
+        for &(target, step) in &self.faults.at {
+            let name = format!("fault {}@{step}", target.name());
+            if step > total_steps {
+                return Err(format!("{name}: the run has only {total_steps} steps"));
+            }
+            if target != FaultTarget::Checkpointer {
+                continue;
+            }
+            if self.checkpoint_dir.is_none() {
+                return Err(format!("{name}: no checkpoint is written without a checkpoint_dir"));
+            }
+            if step % self.checkpoint_every != 0 && step != total_steps {
+                return Err(format!(
+                    "{name}: no checkpoint is written at step {step} (one every {} steps, and at \
+                     the last step, {total_steps})",
+                    self.checkpoint_every
+                ));
+            }
         }
         Ok(())
     }

@@ -38,22 +38,26 @@ pub(crate) mod actors;
 mod commit;
 pub mod config;
 pub mod report;
+mod resume;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zbmd_gpu::GpuPool;
 use zbmd_gpu::health::{HealthPolicy, HealthRegistry};
 use zbmd_rt::supervisor::{ChildRef, ChildSpec, Supervisor, SupervisorSpec};
-use zbmd_rt::{AskError, ReplyTo, Runtime};
+use zbmd_rt::{AskError, ReplyTo, Runtime, RuntimeError};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, NamedArray};
+use crate::checkpoint::{Checkpoint, NamedArray};
 use crate::data::{Dataset, LoaderPosition, Normalize};
 use crate::optim::OptimizerState;
 use crate::rng::Rng;
 use crate::tensor::PoolMatmul;
-use commit::{Committed, Params};
-pub use config::{DataSource, FaultSchedule, FaultTarget, TrainConfig};
+use commit::{Committed, Layout, Params};
+pub use config::{
+    CheckpointFailure, DataSource, FaultSchedule, FaultTarget, MAX_TOTAL_STEPS, TrainConfig,
+};
 pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
 
 use actors::{
@@ -63,6 +67,17 @@ use actors::{
 
 /// How long the driver waits for one actor's answer: far above any step.
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Attempts at writing one checkpoint before it counts as failed: enough
+/// to ride out a checkpointer crash or a brief I/O error, few enough that a
+/// disk that stays full costs the run well under a second each time.
+const SAVE_ATTEMPTS: u32 = 3;
+/// The pause after a failed attempt, times the attempt's number.
+const SAVE_BACKOFF: Duration = Duration::from_millis(100);
+/// Sends of one checkpoint in all: a request queued to a checkpointer that
+/// was already crashing is dropped unseen and sent again without counting
+/// as an attempt, but not forever.
+const SAVE_SENDS_MAX: u32 = 3 * SAVE_ATTEMPTS;
 
 /// How many times in a row one step may fail before the run gives up: a
 /// failure that recovery does not cure (a batch the model cannot fit, a
@@ -87,6 +102,60 @@ pub enum TrainError {
     /// The run could not recover from a failure.
     #[error("training failed: {0}")]
     Failed(String),
+    /// The loss or the parameters stopped being finite: a step that is
+    /// replayed gives the same bits, so no recovery can help.
+    #[error(
+        "training diverged at step {step}: {what}; lower the learning rate (or add a schedule \
+         with warmup); the last committed state is that of step {committed}"
+    )]
+    Diverged {
+        /// The step whose loss or update was not finite.
+        step: u64,
+        /// What was found ("the loss is NaN (2.31 at step 11)").
+        what: String,
+        /// The newest step whose state is whole (in memory, and on disk up
+        /// to the last checkpoint).
+        committed: u64,
+    },
+    /// A checkpoint could not be written after its retries, and the run
+    /// was told to stop (`CheckpointFailure::Stop`).
+    #[error("the checkpoint of step {step} could not be written: {error}; {newest}")]
+    CheckpointFailed {
+        /// The step.
+        step: u64,
+        /// Each attempt's failure.
+        error: String,
+        /// Where the newest checkpoint on disk is, said as a sentence.
+        newest: String,
+    },
+    /// The caller asked the run to stop ([`Observer::stop_requested`]): it
+    /// finished its step in flight and wrote a checkpoint of it.
+    #[error("stopped by {reason} after step {step}: {}", match (checkpoint, save_error) {
+        (Some(path), _) => format!("checkpoint written to {}; resume continues from it", path.display()),
+        (None, Some(error)) => format!("its checkpoint could not be written: {error}"),
+        (None, None) => "no checkpoint written (the run has no checkpoint_dir)".to_string(),
+    })]
+    Interrupted {
+        /// Why (`"SIGTERM"`).
+        reason: String,
+        /// The last step completed.
+        step: u64,
+        /// The checkpoint of that step.
+        checkpoint: Option<std::path::PathBuf>,
+        /// Why there is none, when the save failed.
+        save_error: Option<String>,
+    },
+    /// The run finished but its parameters could not be written to
+    /// `save_params`; the report holds them.
+    #[error("the run finished, but its parameters could not be written to {}: {error}", path.display())]
+    SaveParams {
+        /// The finished run.
+        report: Box<TrainReport>,
+        /// Where they were to go.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 /// Loads the configured data, scaled.
@@ -105,6 +174,17 @@ pub fn load_data(source: &DataSource) -> Result<Dataset, TrainError> {
     match source {
         DataSource::Csv { scale, .. } if *scale != 1.0 => {
             dataset.normalize(Normalize::Divide(*scale));
+            // A tiny divisor can send finite features to infinity, which
+            // would only show up as a diverged run.
+            if let Some(at) = dataset.features.iter().position(|x| !x.is_finite()) {
+                return Err(TrainError::Config(format!(
+                    "data: divided by {scale:e} (the scale), feature {} of row {} becomes {}: \
+                     use a larger divisor",
+                    at % dataset.dim + 1,
+                    at / dataset.dim + 1,
+                    dataset.features[at]
+                )));
+            }
         }
         DataSource::Idx { .. } => {
             dataset.normalize(Normalize::Divide(255.0));
@@ -163,43 +243,42 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         .map_err(TrainError::Config)?;
     let started = Instant::now();
     let dataset = load_data(&config.data)?;
+    let run = resume::run_identity(config, &dataset)?;
     let (train_set, test_set) = if config.test_fraction > 0.0 {
         dataset.split(config.test_fraction, config.seed)?
     } else {
         (dataset.clone(), dataset)
     };
     let model = actors::build_model(&config.model, config.seed).map_err(TrainError::Config)?;
-    let names: Vec<String> =
-        model.parameters().iter().map(|(name, _)| (*name).to_owned()).collect();
+    let layout: Layout = model
+        .parameters()
+        .iter()
+        .map(|(name, tensor)| ((*name).to_owned(), tensor.shape().to_vec()))
+        .collect();
     let batches_per_epoch = (train_set.len() as u64).div_ceil(config.batch_size as u64);
-    let total_steps = batches_per_epoch * config.epochs;
+    let total_steps = config.total_steps(batches_per_epoch).map_err(TrainError::Config)?;
+    config.check_faults(total_steps).map_err(TrainError::Config)?;
 
-    // Where the run starts: a checkpoint, or step 0.
-    let store = match &config.checkpoint_dir {
-        Some(dir) => Some(CheckpointStore::open(dir.clone(), config.keep_checkpoints)?),
-        None => None,
-    };
-    let mut checkpoint = initial_checkpoint(&model, config.seed);
-    if config.resume {
-        let recovery =
-            store.as_ref().expect("validated: resume needs a directory").latest_valid()?;
-        for (path, error) in &recovery.skipped {
-            observer.on_resume(&format!("skipped {}: {error}", path.display()));
-        }
-        match recovery.found {
-            Some((found, path)) => {
-                observer.on_resume(&format!(
-                    "resuming from step {} ({})",
-                    found.step,
-                    path.display()
-                ));
-                checkpoint = found;
-            }
-            None => observer.on_resume("no valid checkpoint: starting from step 0"),
+    // Where the checkpoints go (the directory locked and found writable
+    // before any step) and where the run starts: a checkpoint, or step 0.
+    let check =
+        resume::content_check(layout.clone(), config, train_set.len() as u64, batches_per_epoch);
+    let store = resume::open_store(config, run, check)?;
+    let checkpoint =
+        resume::resume_point(store.as_deref(), config, total_steps, batches_per_epoch, observer)?
+            .unwrap_or_else(|| initial_checkpoint(&model, config.seed));
+    for &(target, step) in &config.faults.at {
+        if step <= checkpoint.step {
+            observer.on_warning(&format!(
+                "fault {}@{step} will not fire: the run resumes after step {}",
+                target.name(),
+                checkpoint.step
+            ));
         }
     }
-    let (snapshot, losses) = Committed::from_checkpoint(&checkpoint, &names)
+    let (snapshot, losses) = Committed::from_checkpoint(&checkpoint, &layout)
         .map_err(|error| TrainError::Failed(format!("step {}: {error}", checkpoint.step)))?;
+    drop(checkpoint);
     let resumed_from = snapshot.step;
     let snapshot = Arc::new(snapshot);
 
@@ -232,12 +311,15 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         schedule: config.schedule.clone(),
         products,
         faulty: devices.faulty,
-        checkpoint_dir: config.checkpoint_dir.clone(),
-        keep_checkpoints: config.keep_checkpoints,
+        store,
         crash: Mutex::new(None),
         metrics_crash: Mutex::new(None),
     });
-    let rt = Runtime::builder().build().map_err(|error| TrainError::Failed(error.to_string()))?;
+    let rt = Runtime::builder().build().map_err(|error| match error {
+        // A bad ZBMD_FAULT_INJECTION or ZBMD_IO_BACKEND: the user's to fix.
+        RuntimeError::Config(_) | RuntimeError::Io(_) => TrainError::Config(error.to_string()),
+        error => TrainError::Failed(error.to_string()),
+    })?;
     let tree = start_tree(&rt, &shared, gpu, config.faults.at.len())?;
     if let Products::Kernels { matmul, .. } = &shared.products {
         if let Err(error) = actors::check_products(matmul.as_ref()) {
@@ -261,11 +343,40 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         batches_per_epoch,
         history: Vec::new(),
         device: String::new(),
+        stopping: None,
+        last_checkpoint: None,
+        checkpoint_failures: Vec::new(),
     };
     let result = driver.run(started, resumed_from);
     drop(driver);
     rt.shutdown();
-    result
+    let report = result?;
+    match &config.save_params {
+        Some(path) => match save_parameters(config, &report, path) {
+            Ok(()) => Ok(report),
+            Err(error) => {
+                Err(TrainError::SaveParams { report: Box::new(report), path: path.clone(), error })
+            }
+        },
+        None => Ok(report),
+    }
+}
+
+/// Writes a report's final parameters to `path` as safetensors, with
+/// PyTorch's names (the model `config` describes, with the report's values).
+pub fn save_parameters(
+    config: &TrainConfig,
+    report: &TrainReport,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let mut model = actors::build_model(&config.model, config.seed)?;
+    for ((_, tensor), (_, shape, data)) in
+        model.parameters_mut().into_iter().zip(&report.parameters)
+    {
+        *tensor = crate::tensor::Tensor::from_vec(data.clone(), shape)
+            .map_err(|error| error.to_string())?;
+    }
+    model.export_safetensors(path).map_err(|error| error.to_string())
 }
 
 fn initial_checkpoint(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {
@@ -312,10 +423,7 @@ fn start_tree(
     };
     let checkpointer = {
         let shared = shared.clone();
-        ChildSpec::worker("checkpointer", move || CheckpointerActor {
-            shared: shared.clone(),
-            store: None,
-        })
+        ChildSpec::worker("checkpointer", move || CheckpointerActor { shared: shared.clone() })
     };
     let metrics = {
         let shared = shared.clone();
@@ -366,6 +474,26 @@ struct Driver<'a> {
     batches_per_epoch: u64,
     history: Vec<EpochInfo>,
     device: String,
+    /// Why the caller asked the run to stop, once it has.
+    stopping: Option<String>,
+    /// The newest checkpoint written: its step and file.
+    last_checkpoint: Option<(u64, PathBuf)>,
+    /// The checkpoints that could not be written, and why.
+    checkpoint_failures: Vec<(u64, String)>,
+}
+
+/// Why a step did not complete.
+enum StepError {
+    /// An actor crashed: restore and replay.
+    Crashed(Crashed),
+    /// The run ends here.
+    Stop(TrainError),
+}
+
+impl From<Crashed> for StepError {
+    fn from(crashed: Crashed) -> Self {
+        StepError::Crashed(crashed)
+    }
 }
 
 /// A failure being recovered from.
@@ -404,7 +532,8 @@ impl Driver<'_> {
         while progress.step < self.total_steps {
             match self.step(&mut progress, &mut examples, started) {
                 Ok(()) => {}
-                Err(Crashed(target, error)) => {
+                Err(StepError::Stop(error)) => return Err(error),
+                Err(StepError::Crashed(Crashed(target, error))) => {
                     // The actor says why it crashed, if it could.
                     let (target, error) = self.shared.take_crash().unwrap_or((target, error));
                     let failed = progress.step + 1;
@@ -446,7 +575,7 @@ impl Driver<'_> {
             .params
             .iter()
             .map(|array| (array.name.clone(), array.shape.clone(), array.data.clone()));
-        let report = TrainReport {
+        Ok(TrainReport {
             steps,
             resumed_from,
             epochs: steps / self.batches_per_epoch,
@@ -461,17 +590,9 @@ impl Driver<'_> {
             recoveries: std::mem::take(&mut self.recoveries),
             device: self.device.clone(),
             parameters: params.collect(),
-        };
-        if let Some(path) = &self.config.save_params {
-            let mut model = actors::build_model(&self.config.model, self.config.seed)
-                .map_err(TrainError::Config)?;
-            for ((_, tensor), array) in model.parameters_mut().into_iter().zip(self.params.iter()) {
-                *tensor = crate::tensor::Tensor::from_vec(array.data.clone(), &array.shape)
-                    .map_err(|error| TrainError::Failed(error.to_string()))?;
-            }
-            model.export_safetensors(path)?;
-        }
-        Ok(report)
+            last_checkpoint: self.last_checkpoint.take(),
+            checkpoint_failures: std::mem::take(&mut self.checkpoint_failures),
+        })
     }
 
     /// Runs one step and commits it.
@@ -480,8 +601,11 @@ impl Driver<'_> {
         progress: &mut Progress,
         examples: &mut u64,
         started: Instant,
-    ) -> Result<(), Crashed> {
+    ) -> Result<(), StepError> {
         let step = progress.step + 1;
+        if self.stopping.is_none() {
+            self.stopping = self.observer.stop_requested();
+        }
         let (batch, loader_after) = self
             .tree
             .call(FaultTarget::Loader, &self.tree.loader, |reply| LoaderMsg::Next { step, reply })?
@@ -509,9 +633,20 @@ impl Driver<'_> {
         }
         self.device = grads.device.clone();
         let loss = grads.loss;
+        if !loss.is_finite() {
+            let before = match self.losses.get(step as usize - 2) {
+                Some(before) => format!(" ({before} at step {})", step - 1),
+                None => String::new(),
+            };
+            return Err(self.diverged(step, format!("the loss is {loss}{before}")));
+        }
         let all_grads = grads.grads;
+        // A stop asked for checkpoints the step in flight, whatever the
+        // interval says.
         let checkpoint_due = self.config.checkpoint_dir.is_some()
-            && (step % self.config.checkpoint_every == 0 || step == self.total_steps);
+            && (step % self.config.checkpoint_every == 0
+                || step == self.total_steps
+                || self.stopping.is_some());
         let snapshot_due =
             step % self.config.snapshot_every == 0 || step == self.total_steps || checkpoint_due;
         let mut spare = if snapshot_due { self.spare_state.take() } else { None };
@@ -526,6 +661,11 @@ impl Driver<'_> {
             })?
             .map_err(|error| Crashed(FaultTarget::Optimizer, error))?;
         let lr = stepped.lr;
+        let broken = stepped.params.iter().find(|array| !array.data.iter().all(|x| x.is_finite()));
+        if let Some(array) = broken {
+            let what = format!("its update made parameter {} non-finite", array.name);
+            return Err(self.diverged(step, what));
+        }
 
         // The step is done: commit it.
         self.params = stepped.params;
@@ -540,20 +680,162 @@ impl Driver<'_> {
             self.commit(progress, state);
         }
         if checkpoint_due {
-            let checkpoint = self
-                .snapshot
-                .to_checkpoint(&self.losses, self.batches_per_epoch, &self.config.model)
-                .map(Arc::new)
-                .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
-            let path = self
-                .tree
-                .call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
-                    CheckpointerMsg::Save { checkpoint: checkpoint.clone(), reply }
-                })?
-                .map_err(|error| Crashed(FaultTarget::Checkpointer, error))?;
-            self.observer.on_checkpoint(step, &path);
+            self.save_checkpoint(step).map_err(StepError::Stop)?;
         }
-        // Recovered once the failed step is done again.
+        self.report_recovered(step);
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        self.observer.on_step(&StepInfo {
+            step,
+            total_steps: self.total_steps,
+            epoch,
+            loss,
+            lr,
+            examples_per_sec: *examples as f64 / elapsed,
+        });
+        if let Some(reason) = self.stopping.clone() {
+            return Err(StepError::Stop(self.interrupted(step, reason)));
+        }
+        if step % self.batches_per_epoch == 0 {
+            let train_loss = self.epoch_mean(epoch, step).unwrap_or(f32::NAN);
+            let (test_loss, test_accuracy) =
+                self.evaluate().map_err(|error| Crashed(FaultTarget::Model, error.to_string()))?;
+            let info = EpochInfo { epoch, train_loss, test_loss, test_accuracy };
+            self.observer.on_epoch(&info);
+            self.history.retain(|earlier| earlier.epoch != epoch);
+            self.history.push(info);
+        }
+        Ok(())
+    }
+
+    /// The run's end at `step`, which left the loss or the parameters
+    /// non-finite.
+    fn diverged(&self, step: u64, what: String) -> StepError {
+        StepError::Stop(TrainError::Diverged { step, what, committed: self.snapshot.step })
+    }
+
+    /// The run's end after `step`, which the caller asked for.
+    fn interrupted(&self, step: u64, reason: String) -> TrainError {
+        let checkpoint = self
+            .last_checkpoint
+            .as_ref()
+            .filter(|(saved, _)| *saved == step)
+            .map(|(_, path)| path.clone());
+        let save_error = match (&checkpoint, self.checkpoint_failures.last()) {
+            (None, Some((failed, error))) if *failed == step => Some(error.clone()),
+            _ => None,
+        };
+        TrainError::Interrupted { reason, step, checkpoint, save_error }
+    }
+
+    /// Writes the snapshot of `step` to disk, in up to [`SAVE_ATTEMPTS`]
+    /// attempts: an injected or real crash of the checkpointer is retried
+    /// at once (the call waits for its restart), an I/O error after a pause.
+    /// A save that fails them all stops the run or is recorded and warned
+    /// of, as `on_checkpoint_failure` says.
+    fn save_checkpoint(&mut self, step: u64) -> Result<(), TrainError> {
+        debug_assert_eq!(self.snapshot.step, step, "a checkpoint is due only on a snapshot");
+        let run = self.shared.store.as_ref().and_then(|store| store.run());
+        let checkpoint = self
+            .snapshot
+            .to_checkpoint(&self.losses, self.batches_per_epoch, &self.config.model, run)
+            .map(Arc::new)
+            .map_err(|error| {
+                TrainError::Failed(format!("the checkpoint of step {step}: {error}"))
+            })?;
+        let since = Instant::now();
+        let mut failures = Vec::new();
+        let (mut attempt, mut sends) = (1, 0);
+        while attempt <= SAVE_ATTEMPTS && sends < SAVE_SENDS_MAX {
+            sends += 1;
+            let saved =
+                self.tree.call(FaultTarget::Checkpointer, &self.tree.checkpointer, |reply| {
+                    CheckpointerMsg::Save { checkpoint: checkpoint.clone(), reply }
+                });
+            match saved {
+                Ok(Ok(path)) => {
+                    if !failures.is_empty() {
+                        self.checkpointer_recovered(step, &failures, attempt, since);
+                    }
+                    self.observer.on_checkpoint(step, &path);
+                    self.last_checkpoint = Some((step, path));
+                    return Ok(());
+                }
+                Ok(Err(error)) => {
+                    failures.push(format!("attempt {attempt}: {error}"));
+                    if attempt < SAVE_ATTEMPTS {
+                        std::thread::sleep(SAVE_BACKOFF * attempt);
+                    }
+                    attempt += 1;
+                }
+                Err(Crashed(_, error)) => match self.shared.take_crash() {
+                    Some((_, why)) => {
+                        failures
+                            .push(format!("attempt {attempt}: the checkpointer crashed: {why}"));
+                        attempt += 1;
+                    }
+                    // Queued to an incarnation that was already going: it
+                    // never saw the request, so it is sent again as the same
+                    // attempt (within SAVE_SENDS_MAX).
+                    None if sends < SAVE_SENDS_MAX => {}
+                    None => failures.push(format!("attempt {attempt}: {error}")),
+                },
+            }
+        }
+        let error = failures.join("; ");
+        let newest = match &self.last_checkpoint {
+            Some((saved, path)) => {
+                format!(
+                    "the newest checkpoint this run wrote is step {saved}'s, {}",
+                    path.display()
+                )
+            }
+            None => "this run has written no checkpoint yet".to_string(),
+        };
+        if self.config.on_checkpoint_failure == CheckpointFailure::Stop {
+            return Err(TrainError::CheckpointFailed { step, error, newest });
+        }
+        self.observer.on_warning(&format!(
+            "the checkpoint of step {step} could not be written ({error}); {newest}. Training \
+             goes on and retries at the next checkpoint; the run will end with an error"
+        ));
+        self.checkpoint_failures.push((step, error));
+        Ok(())
+    }
+
+    /// Reports a save that succeeded after failures. A crash of the
+    /// checkpointer restarted the metrics actor after it (`rest_for_one`):
+    /// its curve is given back now rather than found short at the epoch's
+    /// end.
+    fn checkpointer_recovered(
+        &mut self,
+        step: u64,
+        failures: &[String],
+        attempt: u32,
+        since: Instant,
+    ) {
+        if failures.iter().any(|failure| failure.contains("the checkpointer crashed")) {
+            if let Err(Crashed(_, error)) = self.restore_metrics_to(step) {
+                *self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(actors::MetricsCrash {
+                        step,
+                        at: since,
+                        why: format!("restarted with the checkpointer, then unreachable: {error}"),
+                    });
+            }
+        }
+        let recovery = RecoveryInfo {
+            target: FaultTarget::Checkpointer,
+            step,
+            action: format!("{}; written on attempt {attempt}", failures.join("; ")),
+            recovery_time: since.elapsed(),
+        };
+        self.observer.on_recovery(&recovery);
+        self.recoveries.push(recovery);
+    }
+
+    /// Reports the failure being recovered from, once its step is done
+    /// again.
+    fn report_recovered(&mut self, step: u64) {
         if let Some(pending) = self.pending.take_if(|pending| pending.step <= step) {
             let replayed = match pending.restored_from + 1 {
                 first if first == step => format!("step {step}"),
@@ -571,25 +853,6 @@ impl Driver<'_> {
             self.observer.on_recovery(&recovery);
             self.recoveries.push(recovery);
         }
-        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-        self.observer.on_step(&StepInfo {
-            step,
-            total_steps: self.total_steps,
-            epoch,
-            loss,
-            lr,
-            examples_per_sec: *examples as f64 / elapsed,
-        });
-        if step % self.batches_per_epoch == 0 {
-            let train_loss = self.epoch_mean(epoch, step).unwrap_or(f32::NAN);
-            let (test_loss, test_accuracy) =
-                self.evaluate().map_err(|error| Crashed(FaultTarget::Model, error.to_string()))?;
-            let info = EpochInfo { epoch, train_loss, test_loss, test_accuracy };
-            self.observer.on_epoch(&info);
-            self.history.retain(|earlier| earlier.epoch != epoch);
-            self.history.push(info);
-        }
-        Ok(())
     }
 
     /// Makes the step `progress` reached the one a crash returns to.

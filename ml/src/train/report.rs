@@ -71,10 +71,22 @@ pub trait Observer {
     fn on_checkpoint(&mut self, step: u64, path: &std::path::Path) {
         let _ = (step, path);
     }
-    /// Once, when resuming from a checkpoint (and for each one skipped as
-    /// corrupt).
+    /// Once, when resuming from a checkpoint (or starting afresh in a
+    /// directory that has none of this run's).
     fn on_resume(&mut self, message: &str) {
         let _ = message;
+    }
+    /// Something the user must hear even when progress is not shown: a
+    /// checkpoint skipped as corrupt, one that could not be written, a
+    /// planned fault that will not fire.
+    fn on_warning(&mut self, message: &str) {
+        let _ = message;
+    }
+    /// Asked before each step: `Some(reason)` (`"SIGTERM"`, say) asks the
+    /// run to stop after that step, with a checkpoint of it where the run
+    /// writes checkpoints. Keeps answering `Some` once it has.
+    fn stop_requested(&mut self) -> Option<String> {
+        None
     }
 }
 
@@ -112,6 +124,12 @@ pub struct TrainReport {
     pub device: String,
     /// The final parameters, by PyTorch name, in model order.
     pub parameters: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// The newest checkpoint this run wrote: its step and file.
+    pub last_checkpoint: Option<(u64, std::path::PathBuf)>,
+    /// The checkpoints that could not be written, even after retries (with
+    /// `CheckpointFailure::Continue`): each step and why. A run with any is
+    /// not a success.
+    pub checkpoint_failures: Vec<(u64, String)>,
 }
 
 impl TrainReport {
