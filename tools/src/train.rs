@@ -136,7 +136,8 @@ pub struct TrainArgs {
     /// every step).
     #[arg(long, value_name = "STEPS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_every: u64,
-    /// Writes a PNG of the per-epoch train loss, test loss and test accuracy.
+    /// Writes a PNG of the per-epoch curves and of the per-step loss, each
+    /// fault and recovery marked on it.
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
     /// Prints only the summary (and errors).
@@ -313,7 +314,7 @@ pub fn run(args: TrainArgs) -> ExitCode {
     };
     let mut plot_written = None;
     if let Some(path) = &args.plot {
-        match plot::write_png(path, &report.history) {
+        match plot::write_png(path, &report) {
             Ok(note) => plot_written = Some((path.clone(), note)),
             Err(error) => errors.push(format!("--plot {}: {error}", path.display())),
         }
