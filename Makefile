@@ -7,7 +7,7 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck bench bench-gpu bench-train doc clean
+.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck soak bench bench-gpu bench-train doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
 ## zbmd-alloc under valgrind, API docs
@@ -78,6 +78,15 @@ memcheck: deps
 	  valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 	    --errors-for-leak-kinds=definite "$$test" -q; \
 	done
+
+## soak: the chaos soak of the main job for an hour (tools/tests/soak.rs; `make test` runs
+## it for two minutes): zbmd-node train with random actor crashes and device faults, killed
+## with SIGKILL and resumed, must end with the clean run's parameters bit for bit and
+## reconcile every fault with its recovery; and the library's train, run over and over in
+## one process, must leave memory, threads and files at their baseline and no actor stuck.
+## A failure prints its seed: ZBMD_SOAK_SEED=<seed> make soak replays the same chaos.
+soak:
+	ZBMD_SOAK_SECONDS=3600 $(CARGO) test --release -p zbmd-tools --test soak --locked -- --nocapture
 
 ## bench: criterion benchmarks against the peers, then the reports in bench_results/
 bench:

@@ -431,3 +431,20 @@ fn a_checkpoint_that_passes_its_checksum_but_holds_nan_is_skipped() {
     assert_eq!(resumed.resumed_from, 20, "the NaN checkpoint is skipped for the one before");
     assert!(warnings.0[0].contains("holds NaN at index 3"), "{:?}", warnings.0);
 }
+
+#[test]
+fn two_metrics_crashes_in_one_epoch_are_two_recoveries() {
+    // One slot held the metrics actor's last crash: the second overwrote
+    // the first, and one injected fault went unreported (found by the soak).
+    let mut config = small(1);
+    config.faults = FaultSchedule::parse("metrics@5,metrics@7").unwrap();
+    let report = run(&config);
+    assert_eq!(report.faults_injected, 2);
+    let steps: Vec<u64> = report
+        .recoveries
+        .iter()
+        .filter(|r| r.target == FaultTarget::Metrics)
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, [5, 7], "{:?}", report.recoveries);
+}

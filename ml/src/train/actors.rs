@@ -55,10 +55,11 @@ pub(crate) struct Shared {
     pub store: Option<Arc<CheckpointStore>>,
     /// Why the last actor crashed, for the recovery report.
     pub crash: Mutex<Option<(FaultTarget, String)>>,
-    /// Why, when and at which step the metrics actor last crashed: kept
+    /// Why, when and at which step the metrics actor crashed, each time
+    /// since the driver last looked: kept
     /// apart from `crash`, because no step waits on that actor and the
     /// driver only notices at the epoch's end.
-    pub metrics_crash: Mutex<Option<MetricsCrash>>,
+    pub metrics_crash: Mutex<Vec<MetricsCrash>>,
 }
 
 /// A crash of the metrics actor, for the report of its repair.
@@ -123,6 +124,10 @@ pub(crate) struct StepCursor {
 }
 
 impl StepCursor {
+    /// How a refusal ends: the driver tells a refusal (a late restart's
+    /// echo of a failure already recovered) from a failure of its own.
+    pub const RESTARTED_LATE: &'static str = "it was restarted after the driver restored it";
+
     /// At the snapshot of step `step`.
     pub fn restored(step: u64) -> StepCursor {
         StepCursor { at: step }
@@ -132,9 +137,9 @@ impl StepCursor {
     pub fn advance(&mut self, actor: &str, step: u64) -> Result<(), String> {
         if step != self.at + 1 {
             return Err(format!(
-                "the {actor} actor was asked for step {step} but stands at step {}: it was \
-                 restarted after the driver restored it",
-                self.at
+                "the {actor} actor was asked for step {step} but stands at step {}: {}",
+                self.at,
+                Self::RESTARTED_LATE
             ));
         }
         self.at = step;
@@ -857,8 +862,7 @@ impl Actor for MetricsActor {
                     let why = format!("injected fault: metrics crash at step {step}");
                     let error = ActorError::msg(&why);
                     let crash = MetricsCrash { step, at: Instant::now(), why };
-                    *self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(crash);
+                    self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()).push(crash);
                     return Err(error);
                 }
                 let index = step.saturating_sub(1) as usize;

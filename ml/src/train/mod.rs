@@ -313,7 +313,7 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
         faulty: devices.faulty,
         store,
         crash: Mutex::new(None),
-        metrics_crash: Mutex::new(None),
+        metrics_crash: Mutex::new(Vec::new()),
     });
     let rt = Runtime::builder().build().map_err(|error| match error {
         // A bad ZBMD_FAULT_INJECTION or ZBMD_IO_BACKEND: the user's to fix.
@@ -546,7 +546,11 @@ impl Driver<'_> {
                             target.name()
                         )));
                     }
-                    if let Some(pending) = &self.pending {
+                    if self.pending.is_none() && error.ends_with(StepCursor::RESTARTED_LATE) {
+                        // The echo of a failure recovered and reported
+                        // already: restored again, not a fault of its own.
+                        tracing::info!(step = failed, actor = target.name(), %error, "restoring again");
+                    } else if let Some(pending) = &self.pending {
                         tracing::info!(
                             step = failed,
                             actor = target.name(),
@@ -568,6 +572,7 @@ impl Driver<'_> {
                 }
             }
         }
+        self.warn_unfired(resumed_from);
         let (test_loss, test_accuracy) = self.evaluate()?;
         let wall_time = started.elapsed();
         let steps = progress.step;
@@ -593,6 +598,24 @@ impl Driver<'_> {
             last_checkpoint: self.last_checkpoint.take(),
             checkpoint_failures: std::mem::take(&mut self.checkpoint_failures),
         })
+    }
+
+    /// Says which planned faults never fired. A metrics fault rides on its
+    /// step's loss record, which the driver sends without waiting: a record
+    /// sent while the metrics actor restarts (after another fault) is lost,
+    /// and its fault with it.
+    fn warn_unfired(&mut self, resumed_from: u64) {
+        let unfired: Vec<(FaultTarget, u64)> =
+            self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (target, step) in unfired {
+            if step > resumed_from {
+                self.observer.on_warning(&format!(
+                    "fault {}@{step} did not fire: the request it rides on never reached the \
+                     actor (it was restarting after another fault)",
+                    target.name()
+                ));
+            }
+        }
     }
 
     /// Runs one step and commits it.
@@ -815,12 +838,13 @@ impl Driver<'_> {
     ) {
         if failures.iter().any(|failure| failure.contains("the checkpointer crashed")) {
             if let Err(Crashed(_, error)) = self.restore_metrics_to(step) {
-                *self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(actors::MetricsCrash {
+                self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()).push(
+                    actors::MetricsCrash {
                         step,
                         at: since,
                         why: format!("restarted with the checkpointer, then unreachable: {error}"),
-                    });
+                    },
+                );
             }
         }
         let recovery = RecoveryInfo {
@@ -913,30 +937,41 @@ impl Driver<'_> {
                 (ask().ok()?.ok()?, Some(repair))
             }
         };
-        let crash = self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let recovery = match (crash, repair) {
-            (Some(crash), repair) => RecoveryInfo {
-                target: FaultTarget::Metrics,
-                step: crash.step,
-                action: format!(
-                    "{}; {}",
-                    crash.why,
-                    // Lost nothing: a later crash's recovery gave every
-                    // actor the committed curve back.
-                    repair.as_deref().unwrap_or("its curve was restored with the other actors'")
-                ),
-                recovery_time: crash.at.elapsed(),
-            },
-            (None, Some(repair)) => RecoveryInfo {
+        let crashes = std::mem::take(
+            &mut *self.shared.metrics_crash.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        let recoveries: Vec<RecoveryInfo> = match (crashes.is_empty(), repair) {
+            // Each crash is reported, the repair with each (one repair
+            // covers them all: the curve is given back whole).
+            (false, repair) => crashes
+                .into_iter()
+                .map(|crash| RecoveryInfo {
+                    target: FaultTarget::Metrics,
+                    step: crash.step,
+                    action: format!(
+                        "{}; {}",
+                        crash.why,
+                        // Lost nothing: a later crash's recovery gave every
+                        // actor the committed curve back.
+                        repair
+                            .as_deref()
+                            .unwrap_or("its curve was restored with the other actors'")
+                    ),
+                    recovery_time: crash.at.elapsed(),
+                })
+                .collect(),
+            (true, Some(repair)) => vec![RecoveryInfo {
                 target: FaultTarget::Metrics,
                 step,
                 action: format!("a record was lost, no crash is known; {repair}"),
                 recovery_time: noticed.elapsed(),
-            },
-            (None, None) => return Some(mean),
+            }],
+            (true, None) => return Some(mean),
         };
-        self.observer.on_recovery(&recovery);
-        self.recoveries.push(recovery);
+        for recovery in recoveries {
+            self.observer.on_recovery(&recovery);
+            self.recoveries.push(recovery);
+        }
         Some(mean)
     }
 
