@@ -7,7 +7,7 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck soak bench bench-gpu bench-train doc clean
+.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck fuzz soak bench bench-gpu bench-train doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
 ## zbmd-alloc under valgrind, API docs
@@ -77,6 +77,24 @@ memcheck: deps
 	  echo "memcheck: $$test"; \
 	  valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 	    --errors-for-leak-kinds=definite "$$test" -q; \
+	done
+
+## fuzz: every cargo-fuzz target under libFuzzer for FUZZ_SECONDS seconds each (default 60),
+## one after another at nice 19. Needs a nightly toolchain (rustup toolchain install nightly)
+## and cargo-fuzz (cargo install cargo-fuzz --locked); `make test` runs the stable corpus pass
+## instead (zbmd-fuzz-targets' tests/corpus.rs). Inputs libFuzzer grows go to fuzz/work/<target>/
+## (ignored), crashes to fuzz/artifacts/<target>/. No sanitizer (-s none): the code under test is
+## safe Rust, and debug assertions with overflow checks stay on. See docs/fuzzing.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || { echo "make fuzz: needs cargo-fuzz: cargo install cargo-fuzz --locked" >&2; exit 1; }
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { echo "make fuzz: needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 1; }
+	@set -e; cd fuzz; for target in $$(cargo +nightly fuzz list); do \
+	  mkdir -p work/$$target regressions/$$target; \
+	  echo "make fuzz: $$target for $(FUZZ_SECONDS) s"; \
+	  nice -n 19 cargo +nightly fuzz run -s none $$target "$$PWD/work/$$target" \
+	    "$$PWD/corpus/$$target" "$$PWD/regressions/$$target" -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=5; \
 	done
 
 ## soak: the chaos soak of the main job for an hour (tools/tests/soak.rs; `make test` runs

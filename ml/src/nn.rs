@@ -19,7 +19,7 @@ use crate::optim::ParamView;
 use crate::rng::Rng;
 use crate::tensor::{Gradients, Graph, Tensor, TensorError, Var};
 
-pub use spec::LAYERS_MAX;
+pub use spec::{LAYERS_MAX, MODEL_TEXT_BYTES_MAX, ModelLimits, PARAMETER_BYTES_MAX, WIDTH_MAX};
 
 /// Errors from building, running and loading models.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,40 @@ pub enum ModelError {
     /// A TOML model description could not be parsed.
     #[error("model TOML: {0}")]
     Toml(String),
+    /// A layer of a description is wider than [`ModelLimits::width_max`].
+    #[error(
+        "layer {index} ({kind}): a width of {width} is above the limit of {width_max} \
+         (zbmd_ml::nn::WIDTH_MAX); the model would need {} for its parameters",
+        spec::bytes_text(.parameter_bytes)
+    )]
+    TooWide {
+        /// The layer's index in the sequence.
+        index: usize,
+        /// The layer's kind (`linear`, `layer_norm`, ...).
+        kind: &'static str,
+        /// The width asked for.
+        width: usize,
+        /// The limit it is above.
+        width_max: usize,
+        /// What the whole model's parameters would take as `f32`.
+        parameter_bytes: u128,
+    },
+    /// A description's parameters would take more than
+    /// [`ModelLimits::parameter_bytes_max`].
+    #[error(
+        "the model needs {} for its {parameters} parameters (f32), above the limit of {} \
+         (zbmd_ml::nn::PARAMETER_BYTES_MAX unless lowered): use fewer or narrower layers",
+        spec::bytes_text(.parameter_bytes),
+        spec::bytes_text(&u128::from(*.limit_bytes))
+    )]
+    TooLarge {
+        /// The parameters the description asks for.
+        parameters: u128,
+        /// What they would take as `f32`.
+        parameter_bytes: u128,
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// A layer is inconsistent with itself or with the layer before it.
     #[error("layer {index} ({kind}): {problem}")]
     Layer {
@@ -124,11 +158,29 @@ impl Linear {
     /// A layer initialised as PyTorch does by default: weight and bias
     /// uniform in `±1/sqrt(in_features)` (Kaiming-uniform with `a = sqrt 5`),
     /// weight drawn first, row-major, then bias.
+    ///
+    /// # Panics
+    ///
+    /// When the layer is too large to allocate (sizes from users or files go
+    /// through [`try_new`](Self::try_new)).
     pub fn new(in_features: usize, out_features: usize, bias: bool, rng: &mut Rng) -> Linear {
+        Linear::try_new(in_features, out_features, bias, rng)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`new`](Self::new), or [`TensorError::TooLarge`] when the weight's
+    /// element count overflows or its memory cannot be had.
+    pub fn try_new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Linear, TensorError> {
         let bound = 1.0 / (in_features.max(1) as f32).sqrt();
-        let weight = Tensor::uniform(&[out_features, in_features], -bound, bound, rng);
-        let bias = bias.then(|| Tensor::uniform(&[out_features], -bound, bound, rng));
-        Linear { weight, bias }
+        let weight = Tensor::try_uniform(&[out_features, in_features], -bound, bound, rng)?;
+        let bias =
+            bias.then(|| Tensor::try_uniform(&[out_features], -bound, bound, rng)).transpose()?;
+        Ok(Linear { weight, bias })
     }
 
     /// Input width.
@@ -156,8 +208,22 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// Normalisation over `size` features.
+    ///
+    /// # Panics
+    ///
+    /// When `size` is too large to allocate (see [`try_new`](Self::try_new)).
     pub fn new(size: usize, eps: f32) -> LayerNorm {
-        LayerNorm { weight: Tensor::full(&[size], 1.0), bias: Tensor::zeros(&[size]), eps }
+        LayerNorm::try_new(size, eps).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`new`](Self::new), or [`TensorError::TooLarge`] when the memory
+    /// cannot be had.
+    pub fn try_new(size: usize, eps: f32) -> Result<LayerNorm, TensorError> {
+        Ok(LayerNorm {
+            weight: Tensor::try_full(&[size], 1.0)?,
+            bias: Tensor::try_zeros(&[size])?,
+            eps,
+        })
     }
 }
 
@@ -171,8 +237,19 @@ pub struct Embedding {
 
 impl Embedding {
     /// A table drawn from `rng`.
+    ///
+    /// # Panics
+    ///
+    /// When the table is too large to allocate (see
+    /// [`try_new`](Self::try_new)).
     pub fn new(count: usize, dim: usize, rng: &mut Rng) -> Embedding {
-        Embedding { weight: Tensor::randn(&[count, dim], 1.0, rng) }
+        Embedding::try_new(count, dim, rng).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`new`](Self::new), or [`TensorError::TooLarge`] when the table's
+    /// element count overflows or its memory cannot be had.
+    pub fn try_new(count: usize, dim: usize, rng: &mut Rng) -> Result<Embedding, TensorError> {
+        Ok(Embedding { weight: Tensor::try_randn(&[count, dim], 1.0, rng)? })
     }
 }
 
@@ -275,9 +352,22 @@ impl Sequential {
 
     /// A multilayer perceptron from a spec such as `"[64, 128, 10]"`: Linear
     /// layers between consecutive sizes with ReLU between them (none after
-    /// the last), initialised from `rng`.
+    /// the last), initialised from `rng`. Widths and the parameters' bytes
+    /// are held to [`ModelLimits::default`]; a larger model is a
+    /// [`ModelError::TooWide`] or [`ModelError::TooLarge`] saying how much
+    /// memory it would need.
     pub fn from_spec(text: &str, rng: &mut Rng) -> Result<Sequential, ModelError> {
-        let layers = spec::parse_sizes(text, rng)?;
+        Sequential::from_spec_within(text, &ModelLimits::default(), rng)
+    }
+
+    /// [`from_spec`](Self::from_spec) held to `limits` instead of the
+    /// default ones.
+    pub fn from_spec_within(
+        text: &str,
+        limits: &ModelLimits,
+        rng: &mut Rng,
+    ) -> Result<Sequential, ModelError> {
+        let layers = spec::layers_from_sizes(text, limits, rng)?;
         Sequential::from_layers(layers, rng)
     }
 
@@ -304,9 +394,20 @@ impl Sequential {
     /// ```
     ///
     /// `kind = "embedding"` with `count` and `dim` may come first; its input
-    /// holds ids. Unknown keys are errors.
+    /// holds ids. Unknown keys are errors. Sizes are held to
+    /// [`ModelLimits::default`], as [`from_spec`](Self::from_spec) does.
     pub fn from_toml(text: &str, rng: &mut Rng) -> Result<Sequential, ModelError> {
-        let layers = spec::parse_toml(text, rng)?;
+        Sequential::from_toml_within(text, &ModelLimits::default(), rng)
+    }
+
+    /// [`from_toml`](Self::from_toml) held to `limits` instead of the
+    /// default ones.
+    pub fn from_toml_within(
+        text: &str,
+        limits: &ModelLimits,
+        rng: &mut Rng,
+    ) -> Result<Sequential, ModelError> {
+        let layers = spec::layers_from_toml(text, limits, rng)?;
         Sequential::from_layers(layers, rng)
     }
 

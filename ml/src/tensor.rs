@@ -144,6 +144,18 @@ pub enum TensorError {
         /// The device holding the elements (`vulkan:0`).
         device: String,
     },
+    /// A shape too large to hold: its element count (or a stride) overflows
+    /// `usize`, or host memory for its elements cannot be allocated.
+    #[error("{op}: shape {shape:?} is too large: {reason}")]
+    TooLarge {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// The requested shape.
+        shape: Vec<usize>,
+        /// What does not fit (the overflow, or the bytes that could not be
+        /// allocated).
+        reason: String,
+    },
     /// A device (or the pool running work on devices) failed.
     #[error("{op}: {class}: {message}")]
     Device {
@@ -235,7 +247,55 @@ pub struct Tensor {
     storage: Storage,
 }
 
-/// Row-major (C order) strides for `shape`.
+/// The element count of `shape`, checked: every product is a `checked_mul`,
+/// and dimensions of zero count as one so that the strides of an empty
+/// tensor fit in `usize` too (`[0, 2^40, 2^40]` is refused, not wrapped).
+/// Constructors call this once; element loops then run unchecked.
+pub(crate) fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize, TensorError> {
+    let too_large = || TensorError::TooLarge {
+        op,
+        shape: shape.to_vec(),
+        reason: "the product of its dimensions overflows usize".to_string(),
+    };
+    let spans = shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n.max(1)));
+    spans.ok_or_else(too_large)?;
+    Ok(if shape.contains(&0) { 0 } else { shape.iter().product() })
+}
+
+/// A vector of `len` copies of `value`, or [`TensorError::TooLarge`] when
+/// the memory cannot be had (instead of aborting the process).
+pub(crate) fn try_filled<T: Copy>(
+    op: &'static str,
+    shape: &[usize],
+    len: usize,
+    value: T,
+) -> Result<Vec<T>, TensorError> {
+    let mut out = try_with_capacity(op, shape, len)?;
+    out.resize(len, value);
+    Ok(out)
+}
+
+/// An empty vector with room for exactly `len` elements, or
+/// [`TensorError::TooLarge`] naming the bytes that could not be allocated.
+pub(crate) fn try_with_capacity<T>(
+    op: &'static str,
+    shape: &[usize],
+    len: usize,
+) -> Result<Vec<T>, TensorError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| TensorError::TooLarge {
+        op,
+        shape: shape.to_vec(),
+        reason: format!(
+            "cannot allocate {} bytes for its {len} elements",
+            (len as u128) * std::mem::size_of::<T>() as u128
+        ),
+    })?;
+    Ok(out)
+}
+
+/// Row-major (C order) strides for `shape`, whose size was checked by
+/// [`checked_numel`] (so no product here overflows).
 pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
@@ -247,7 +307,7 @@ pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 impl Tensor {
     /// A tensor of `shape` from row-major `data`; the lengths must agree.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor, TensorError> {
-        let expected: usize = shape.iter().product();
+        let expected = checked_numel("from_vec", shape)?;
         if expected != data.len() {
             return Err(TensorError::DataLength {
                 op: "from_vec",
@@ -269,14 +329,36 @@ impl Tensor {
     }
 
     /// A tensor of `shape` filled with `value`.
+    ///
+    /// # Panics
+    ///
+    /// When the shape is too large (see [`try_full`](Self::try_full), which
+    /// takes sizes that come from users or files).
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        let numel = shape.iter().product();
-        Tensor::from_parts(HostData::F32(Arc::new(vec![value; numel])), shape)
+        Tensor::try_full(shape, value).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A tensor of `shape` filled with `value`, or [`TensorError::TooLarge`]
+    /// when the shape's element count overflows or its memory cannot be
+    /// allocated.
+    pub fn try_full(shape: &[usize], value: f32) -> Result<Tensor, TensorError> {
+        let numel = checked_numel("full", shape)?;
+        let data = try_filled("full", shape, numel, value)?;
+        Ok(Tensor::from_parts(HostData::F32(Arc::new(data)), shape))
     }
 
     /// A tensor of `shape` filled with zeros.
+    ///
+    /// # Panics
+    ///
+    /// When the shape is too large (see [`try_zeros`](Self::try_zeros)).
     pub fn zeros(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 0.0)
+    }
+
+    /// A tensor of `shape` filled with zeros, or [`TensorError::TooLarge`].
+    pub fn try_zeros(shape: &[usize]) -> Result<Tensor, TensorError> {
+        Tensor::try_full(shape, 0.0)
     }
 
     /// A one-element tensor of shape `[]`.
@@ -285,17 +367,52 @@ impl Tensor {
     }
 
     /// Standard normal samples scaled by `std`, drawn in row-major order.
+    ///
+    /// # Panics
+    ///
+    /// When the shape is too large (see [`try_randn`](Self::try_randn)).
     pub fn randn(shape: &[usize], std: f32, rng: &mut Rng) -> Tensor {
-        let numel = shape.iter().product();
-        let data = (0..numel).map(|_| rng.normal() * std).collect();
-        Tensor::from_parts(HostData::F32(Arc::new(data)), shape)
+        Tensor::try_randn(shape, std, rng).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Standard normal samples scaled by `std`, or [`TensorError::TooLarge`]
+    /// (and `rng` untouched).
+    pub fn try_randn(shape: &[usize], std: f32, rng: &mut Rng) -> Result<Tensor, TensorError> {
+        Tensor::try_sampled("randn", shape, || rng.normal() * std)
     }
 
     /// Uniform samples in `[low, high)`, drawn in row-major order.
+    ///
+    /// # Panics
+    ///
+    /// When the shape is too large (see [`try_uniform`](Self::try_uniform)).
     pub fn uniform(shape: &[usize], low: f32, high: f32, rng: &mut Rng) -> Tensor {
-        let numel = shape.iter().product();
-        let data = (0..numel).map(|_| low + (high - low) * rng.next_f32()).collect();
-        Tensor::from_parts(HostData::F32(Arc::new(data)), shape)
+        Tensor::try_uniform(shape, low, high, rng).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Uniform samples in `[low, high)`, or [`TensorError::TooLarge`] (and
+    /// `rng` untouched).
+    pub fn try_uniform(
+        shape: &[usize],
+        low: f32,
+        high: f32,
+        rng: &mut Rng,
+    ) -> Result<Tensor, TensorError> {
+        Tensor::try_sampled("uniform", shape, || low + (high - low) * rng.next_f32())
+    }
+
+    /// A tensor of `shape` whose elements are `sample()`'s results in
+    /// row-major order; the memory is reserved (or refused) before the first
+    /// draw.
+    fn try_sampled(
+        op: &'static str,
+        shape: &[usize],
+        mut sample: impl FnMut() -> f32,
+    ) -> Result<Tensor, TensorError> {
+        let numel = checked_numel(op, shape)?;
+        let mut data = try_with_capacity(op, shape, numel)?;
+        data.extend((0..numel).map(|_| sample()));
+        Ok(Tensor::from_parts(HostData::F32(Arc::new(data)), shape))
     }
 
     /// The shape.
@@ -516,7 +633,7 @@ impl Tensor {
     /// storage when contiguous, copies otherwise (which a device tensor
     /// cannot: [`TensorError::OnDevice`]).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, TensorError> {
-        let numel: usize = shape.iter().product();
+        let numel = checked_numel("reshape", shape)?;
         if numel != self.numel() {
             return Err(TensorError::ShapeMismatch {
                 op: "reshape",
@@ -618,9 +735,9 @@ impl Tensor {
         dtype: DType,
         shape: &[usize],
     ) -> Result<Tensor, TensorError> {
-        let expected: usize = shape.iter().product();
+        let expected = checked_numel("from_le_bytes", shape)?;
         let size = dtype.size_bytes();
-        if bytes.len() != expected * size {
+        if expected.checked_mul(size) != Some(bytes.len()) {
             return Err(TensorError::DataLength {
                 op: "from_le_bytes",
                 shape: shape.to_vec(),
@@ -628,18 +745,16 @@ impl Tensor {
                 actual: bytes.len() / size,
             });
         }
-        let values: Vec<f32> = match dtype {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            DType::F16 => {
-                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-            DType::BF16 => {
-                bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-        };
+        let mut values = try_with_capacity("from_le_bytes", shape, expected)?;
+        match dtype {
+            DType::F32 => values.extend(
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            DType::F16 => values
+                .extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            DType::BF16 => values
+                .extend(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+        }
         Tensor::from_vec(values, shape)
     }
 
@@ -713,5 +828,52 @@ mod tests {
         assert_eq!(t.select(2).unwrap().to_vec_f32(), vec![4.0, 5.0]);
         assert!(matches!(t.select(3), Err(TensorError::Index { .. })));
         assert!(matches!(t.get(&[0, 2]), Err(TensorError::Index { .. })));
+    }
+
+    #[test]
+    fn shapes_whose_element_count_overflows_are_errors_not_wraps() {
+        // [2^63, 2] wraps to 0 elements: it used to pass as an empty tensor
+        // (or panic on overflow in a debug build).
+        let wraps = [1usize << 63, 2];
+        assert!(matches!(Tensor::from_vec(vec![], &wraps), Err(TensorError::TooLarge { .. })));
+        assert!(matches!(Tensor::try_zeros(&wraps), Err(TensorError::TooLarge { .. })));
+        assert!(matches!(
+            Tensor::from_le_bytes(&[], DType::F16, &wraps),
+            Err(TensorError::TooLarge { .. })
+        ));
+        let t = Tensor::zeros(&[2, 2]);
+        assert!(matches!(t.reshape(&[1 << 62, 8]), Err(TensorError::TooLarge { .. })));
+        // Empty, but its strides would overflow.
+        let error = Tensor::from_vec(vec![], &[0, 1 << 40, 1 << 40]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "from_vec: shape [0, 1099511627776, 1099511627776] is too large: \
+             the product of its dimensions overflows usize"
+        );
+        assert_eq!(Tensor::from_vec(vec![], &[0, 1 << 20, 3]).unwrap().numel(), 0);
+    }
+
+    #[test]
+    fn allocations_that_cannot_be_had_are_errors_not_aborts() {
+        // 2^61 f32 elements are 2^63 bytes: more than any allocation may be.
+        let mut rng = Rng::new(1);
+        let state = rng.state();
+        let error = Tensor::try_uniform(&[1 << 61], -1.0, 1.0, &mut rng).unwrap_err();
+        assert!(error.to_string().contains("cannot allocate 9223372036854775808 bytes"), "{error}");
+        assert_eq!(rng.state(), state, "nothing is drawn before the memory is had");
+        assert!(matches!(
+            Tensor::try_randn(&[1 << 61], 1.0, &mut rng),
+            Err(TensorError::TooLarge { .. })
+        ));
+        assert!(matches!(Tensor::try_full(&[usize::MAX], 1.0), Err(TensorError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn fallible_constructors_draw_what_the_infallible_ones_do() {
+        let (mut a, mut b) = (Rng::new(5), Rng::new(5));
+        let x = Tensor::uniform(&[3, 4], -1.0, 1.0, &mut a).to_vec_f32();
+        let y = Tensor::try_uniform(&[3, 4], -1.0, 1.0, &mut b).unwrap().to_vec_f32();
+        assert_eq!(x, y);
+        assert_eq!(Tensor::try_full(&[2, 0], 1.0).unwrap().numel(), 0);
     }
 }

@@ -31,6 +31,10 @@ use crate::progress::{Event, Output, Reporter, Summary};
 /// Exit code of a bad argument, option value or configuration (clap's own
 /// usage errors use the same code).
 pub const EXIT_USAGE: u8 = 2;
+/// The largest `--config` file read: a settings file is a few hundred
+/// bytes; anything near this is not one.
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
 /// Exit code of a run that started and failed.
 pub const EXIT_FAILURE: u8 = 1;
 
@@ -393,6 +397,13 @@ struct Prepared {
 fn prepare(args: &TrainArgs) -> Result<Prepared, UsageError> {
     let mut config = match &args.config {
         Some(path) => {
+            let size = fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+            if size > CONFIG_BYTES_MAX {
+                return Err(UsageError(format!(
+                    "--config {}: {size} bytes, more than a settings file holds ({CONFIG_BYTES_MAX})",
+                    path.display()
+                )));
+            }
             let text = fs::read_to_string(path)
                 .map_err(|error| format!("--config {}: cannot read: {error}", path.display()))?;
             TrainConfig::from_toml(&text)
@@ -418,7 +429,7 @@ fn prepare(args: &TrainArgs) -> Result<Prepared, UsageError> {
     }
     config.data = data.source.clone();
     apply_options(args, &mut config)?;
-    let dataset = load(&data)?;
+    let dataset = load(&mut data)?;
     check_model(&config.model, &dataset)?;
     let total_steps = total_steps(&config, &dataset)?;
     config.check_faults(total_steps)?;
@@ -639,13 +650,20 @@ fn describe(source: &DataSource) -> DataChoice {
 
 /// Loads (and scales) the data once to check it, and to size a cosine
 /// schedule.
-fn load(data: &DataChoice) -> Result<Dataset, UsageError> {
-    zbmd_ml::train::load_data(&data.source).map_err(|error| match error {
+/// A CSV file's first row taken as a header is said in the description.
+fn load(data: &mut DataChoice) -> Result<Dataset, UsageError> {
+    let loaded = zbmd_ml::train::load_data_with_header(&data.source);
+    let (dataset, header) = loaded.map_err(|error| match error {
         TrainError::Data(error) => {
             UsageError(format!("data: {error} [read as {}]", data.description))
         }
         other => UsageError(other.to_string()),
-    })
+    })?;
+    if let Some(header) = header {
+        data.description
+            .push_str(&format!("; its first row is a header, not data: {}", header.join(", ")));
+    }
+    Ok(dataset)
 }
 
 /// Builds the model once: its spec or file must parse, its input width must

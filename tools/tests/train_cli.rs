@@ -370,6 +370,7 @@ fn csv_and_idx_files_train_and_the_chosen_format_is_said() {
     let lines = json_lines(&output);
     let data = lines[0]["data"].as_str().unwrap();
     assert!(data.contains("CSV") && data.contains(".csv extension"), "{data}");
+    assert!(data.contains("its first row is a header, not data: a, b, c, d, label"), "{data}");
     assert_eq!(events(&lines, "summary")[0]["epochs"], 2);
 
     // IDX: 50 images of 8×8 bytes and their labels (0..10), big-endian headers.
@@ -954,4 +955,47 @@ fn checkpoints_that_cannot_be_written_are_retried_reported_and_never_exit_0() {
         stderr(&output)
     );
     assert!(!stdout(&output).contains("held-out accuracy"), "it stopped at step 30");
+}
+
+#[test]
+fn widths_and_cells_that_cannot_be_trained_are_refused_with_the_reason() {
+    // Used to abort on a 256 GB allocation, or panic on capacity overflow.
+    assert_usage_error(&train(&["--model", "[64, 1000000000, 10]"]), &["300.0 GB", "limit"]);
+    assert_usage_error(&train(&["--model", "[64, 18446744073709551615, 10]"]), &["limit"]);
+    let dir = TempDir::new("csv-cells");
+    let cases = [
+        // Used to become +inf after the cast to f32.
+        ("big.csv", "1,2,0\n3,1e39,1\n", "beyond the range of f32"),
+        // A typo in the first row used to drop it as a header, silently.
+        ("typo.csv", "1,2x,0\n3,4,1\n", "\"2x\" is not a number"),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        assert_usage_error(
+            &train(&["--data", path.to_str().unwrap(), "--model", "[2, 2]"]),
+            &[needle],
+        );
+    }
+    // A byte-order mark is not a header: all ten rows are data (eight to
+    // train on, one step each), where the first used to be dropped.
+    let path = dir.join("bom.csv");
+    let rows: String = (0..10).map(|row| format!("{row},{},{}\n", row * 2, row % 2)).collect();
+    std::fs::write(&path, format!("\u{feff}{rows}")).unwrap();
+    let output = train(&[
+        "--data",
+        path.to_str().unwrap(),
+        "--model",
+        "[2, 2]",
+        "--batch-size",
+        "1",
+        "--epochs",
+        "1",
+        "--log-format",
+        "json",
+    ]);
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    let lines = json_lines(&output);
+    assert!(!lines[0]["data"].as_str().unwrap().contains("header"), "{}", lines[0]);
+    assert_eq!(events(&lines, "summary")[0]["steps"], 8);
 }

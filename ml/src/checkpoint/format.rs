@@ -96,23 +96,7 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, Checkpoint
         return Err(meta
             .bad("tensor_order", format!("{} names for {} tensors", order.len(), tensors.len())));
     }
-    let mut arrays = Vec::with_capacity(order.len());
-    for name in order {
-        let view = tensors
-            .tensor(&name)
-            .map_err(|_| meta.bad("tensor_order", format!("names {name:?}, not in the file")))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(
-                meta.bad("tensors", format!("{name:?} is {:?}, expected F32", view.dtype()))
-            );
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        arrays.push(NamedArray::new(name, view.shape().to_vec(), data));
-    }
+    let arrays = read_arrays(&meta, &tensors, order)?;
     Ok(Checkpoint {
         step: meta.parse("step")?,
         tensors: arrays,
@@ -121,6 +105,41 @@ pub(super) fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, Checkpoint
         metrics: metric_bits.into_iter().map(|(name, bits)| (name, f64::from_bits(bits))).collect(),
         extra: meta.json("extra")?,
     })
+}
+
+/// The tensors in `order`, each checked: named once, present, `F32`, and
+/// with a shape whose dimensions multiply without overflow even where one
+/// is zero (so a decoded checkpoint always encodes again, and its arrays
+/// become tensors).
+fn read_arrays(
+    meta: &Metadata<'_>,
+    tensors: &SafeTensors<'_>,
+    order: Vec<String>,
+) -> Result<Vec<NamedArray>, CheckpointError> {
+    let mut seen = HashSet::with_capacity(order.len());
+    let mut arrays = Vec::with_capacity(order.len());
+    for name in order {
+        if !seen.insert(name.clone()) {
+            return Err(meta.bad("tensor_order", format!("names {name:?} twice")));
+        }
+        let view = tensors
+            .tensor(&name)
+            .map_err(|_| meta.bad("tensor_order", format!("names {name:?}, not in the file")))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(
+                meta.bad("tensors", format!("{name:?} is {:?}, expected F32", view.dtype()))
+            );
+        }
+        crate::tensor::checked_numel("checkpoint", view.shape())
+            .map_err(|error| meta.bad("tensors", format!("{name:?}: {error}")))?;
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        arrays.push(NamedArray::new(name, view.shape().to_vec(), data));
+    }
+    Ok(arrays)
 }
 
 /// Checks magic, version, length and checksum; returns the payload.
@@ -216,5 +235,66 @@ impl Metadata<'_> {
 
     fn json<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<T, CheckpointError> {
         serde_json::from_str(self.get(field)?).map_err(|error| self.bad(field, error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint file around `payload`, with a correct header and CRC.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        let crc = checksum(&file[8..20], payload);
+        file.extend_from_slice(&crc.to_le_bytes());
+        file.extend_from_slice(payload);
+        file
+    }
+
+    /// A payload with `tensors` (name, shape, bytes) and `order` as its
+    /// tensor_order, every other field valid.
+    fn payload(tensors: &[(&str, Vec<usize>, Vec<u8>)], order: &[&str]) -> Vec<u8> {
+        let checkpoint = Checkpoint::default();
+        let mut meta = metadata(&checkpoint).unwrap();
+        meta.insert("tensor_order".into(), serde_json::to_string(order).unwrap());
+        let views: Vec<(&str, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                (*name, TensorView::new(Dtype::F32, shape.clone(), data).unwrap())
+            })
+            .collect();
+        safetensors::serialize(views, Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn a_name_twice_in_tensor_order_is_refused() {
+        // Before: decoded into two arrays of one name, which encode refuses,
+        // so a checkpoint that loaded could not be saved again.
+        let four = vec![0u8; 4];
+        let bytes =
+            framed(&payload(&[("a", vec![1], four.clone()), ("b", vec![1], four)], &["a", "a"]));
+        let error = decode(&bytes, Path::new("c.ckpt")).unwrap_err();
+        assert!(
+            matches!(&error, CheckpointError::BadMetadata { field, reason, .. }
+                if field == "tensor_order" && reason.contains("twice")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_tensor_whose_strides_overflow_is_refused() {
+        let bytes = framed(&payload(&[("a", vec![0, 1 << 40, 1 << 40], vec![])], &["a"]));
+        let error = decode(&bytes, Path::new("c.ckpt")).unwrap_err();
+        assert!(
+            matches!(&error, CheckpointError::BadMetadata { field, .. } if field == "tensors"),
+            "{error:?}"
+        );
+        // Zero elements with small dimensions still decode and encode again.
+        let bytes = framed(&payload(&[("a", vec![0, 3], vec![])], &["a"]));
+        let checkpoint = decode(&bytes, Path::new("c.ckpt")).unwrap();
+        let again = decode(&encode(&checkpoint).unwrap(), Path::new("c.ckpt")).unwrap();
+        assert!(again.bit_eq(&checkpoint));
     }
 }

@@ -56,6 +56,32 @@ pub enum DataError {
         /// The limit.
         limit_bytes: u64,
     },
+    /// Memory for the data could not be allocated.
+    #[error(
+        "{}: cannot allocate {bytes} bytes for its data: the file is too large for this \
+         machine's memory",
+        path.display()
+    )]
+    OutOfMemory {
+        /// The file.
+        path: PathBuf,
+        /// The allocation that failed, in bytes.
+        bytes: u128,
+    },
+    /// Rows have more features than [`FEATURES_MAX`](super::FEATURES_MAX).
+    #[error(
+        "{}: rows of {features} features, above the limit of FEATURES_MAX = {max} \
+         (no model layer is that wide)",
+        path.display()
+    )]
+    TooManyFeatures {
+        /// The file.
+        path: PathBuf,
+        /// Features per row the file has.
+        features: u64,
+        /// The limit.
+        max: usize,
+    },
     /// An IDX file is shorter than its header says.
     #[error(
         "{}: truncated: the header promises {expected_bytes} bytes, the file has {found_bytes}",
@@ -151,6 +177,57 @@ pub enum DataError {
         /// The 1-based column.
         column: usize,
         /// The field as read.
+        field: String,
+    },
+    /// A CSV field is a finite number that `f32` cannot hold (`1e39`
+    /// becomes infinity as `f32`).
+    #[error(
+        "{}: line {line}, column {column}: {field:?} is beyond the range of f32 \
+         (about ±3.4e38); rescale the column",
+        path.display()
+    )]
+    NotF32 {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// The 1-based column.
+        column: usize,
+        /// The field as read.
+        field: String,
+    },
+    /// A CSV label too large to be a class index at all.
+    #[error(
+        "{}: line {line}: label {field:?} is far outside 0..{classes}; is this the label \
+         column (CsvOptions::label_column)?",
+        path.display()
+    )]
+    LabelHuge {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// The field as read.
+        field: String,
+        /// The number of classes (labels must be below it).
+        classes: u32,
+    },
+    /// The first CSV row mixes numbers and text, so it is neither a header
+    /// (no numbers) nor a data row (no text).
+    #[error(
+        "{}: line {line}, column {column}: {field:?} is not a number but other fields of the \
+         first row are: a header has no numbers and a data row no text; fix the field, or \
+         say whether the file has a header (CsvOptions::has_header)",
+        path.display()
+    )]
+    MixedFirstRow {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line of the first row.
+        line: usize,
+        /// The 1-based column of the first field that is not a number.
+        column: usize,
+        /// That field as read.
         field: String,
     },
     /// A CSV file is not UTF-8 text.

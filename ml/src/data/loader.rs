@@ -251,7 +251,9 @@ impl DataLoader {
         batch.index = self.batch_index;
         self.batch_index += 1;
         if self.batch_index == self.batches_per_epoch() {
-            self.start_epoch(self.epoch + 1, self.next_rng_state);
+            // Saturating: a position restored from a checkpoint file may
+            // name any epoch, u64::MAX included; no run counts that far.
+            self.start_epoch(self.epoch.saturating_add(1), self.next_rng_state);
         }
     }
 

@@ -16,9 +16,9 @@ mod normalize;
 use std::io::Read;
 use std::path::Path;
 
-pub use csv::{CsvOptions, LabelColumn, load_csv};
+pub use csv::{CsvData, CsvOptions, LabelColumn, load_csv, load_csv_with_header, parse_csv};
 pub use error::{DataError, Record};
-pub use idx::{IdxOptions, load_idx, load_idx_with};
+pub use idx::{IdxOptions, load_idx, load_idx_with, parse_idx};
 pub use loader::{
     Batch, DataLoader, DataLoaderBuilder, LoaderPosition, PREFETCH_DEPTH_MAX, Prefetcher,
 };
@@ -37,6 +37,11 @@ pub const CLASSES_MAX: u32 = 1 << 16;
 /// 4-byte `f32`, so this keeps a load under about 5 GiB; it also stops a gzip
 /// bomb. Full MNIST is 55 MB uncompressed.
 pub const FILE_BYTES_MAX: u64 = 1 << 30;
+
+/// The most features a row may have: 2^24, the widest layer a model may
+/// have ([`crate::nn::WIDTH_MAX`]), since a row is fed to the first layer
+/// whole. MNIST rows have 784; a 4096×4096 image has exactly this many.
+pub const FEATURES_MAX: usize = 1 << 24;
 
 /// The name under which errors in the embedded digits data are reported.
 const DIGITS_NAME: &str = "<embedded>/digits.csv.gz";
@@ -76,12 +81,12 @@ impl Dataset {
                 labels.len()
             )));
         }
-        if features.len() != labels.len() * dim {
+        if labels.len().checked_mul(dim) != Some(features.len()) {
             return Err(inconsistent(format!(
                 "{} features for {} rows of {dim}: expected {}",
                 features.len(),
                 labels.len(),
-                labels.len() * dim
+                labels.len() as u128 * dim as u128
             )));
         }
         if classes == 0 || classes > CLASSES_MAX {
@@ -200,9 +205,38 @@ pub fn digits() -> Dataset {
 /// The file's bytes, decompressed if they start with the gzip magic
 /// (`1f 8b`), else as read; at most [`FILE_BYTES_MAX`] either way.
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw =
-        std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    decompress_if_gzip(path, raw)
+    decompress_if_gzip(path, read_bounded(path)?)
+}
+
+/// The file's raw bytes, refusing one larger than [`FILE_BYTES_MAX`] before
+/// reading it. A gzip'd file that large would decompress past the limit
+/// too: deflate adds at most a few bytes per 64 KiB block to data it cannot
+/// compress, so the output is never much shorter than the input.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, DataError> {
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let too_large =
+        || DataError::TooLarge { path: path.to_path_buf(), limit_bytes: FILE_BYTES_MAX };
+    if file.metadata().map_err(io)?.len() > FILE_BYTES_MAX {
+        return Err(too_large());
+    }
+    let mut raw = Vec::new();
+    // The length can change between the check and the read: read at most
+    // one byte past the limit, which is refused below.
+    file.take(FILE_BYTES_MAX + 1).read_to_end(&mut raw).map_err(io)?;
+    if raw.len() as u64 > FILE_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(raw)
+}
+
+/// Reserves room for `additional` more items in `items`, or
+/// [`DataError::OutOfMemory`] naming the file (instead of aborting).
+fn try_reserve<T>(path: &Path, items: &mut Vec<T>, additional: usize) -> Result<(), DataError> {
+    items.try_reserve(additional).map_err(|_| DataError::OutOfMemory {
+        path: path.to_path_buf(),
+        bytes: (items.len() as u128 + additional as u128) * std::mem::size_of::<T>() as u128,
+    })
 }
 
 fn decompress_if_gzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {

@@ -373,7 +373,7 @@ impl Graph {
         shape: &[usize],
         requires_grad: bool,
     ) -> Result<Var, TensorError> {
-        let expected: usize = shape.iter().product();
+        let expected = super::checked_numel("leaf_from_slice", shape)?;
         if expected != values.len() {
             return Err(TensorError::DataLength {
                 op: "leaf_from_slice",
@@ -401,8 +401,12 @@ impl Graph {
             return Err(TensorError::ShapeMismatch { op: "matmul", left: sa, right: sb });
         }
         let (k, n) = (sb[0], sb[1]);
-        let m = sa.iter().product::<usize>() / k.max(1);
-        let mut out = self.buffer(m * n);
+        // The rows are the leading dimensions' product (not the element
+        // count over k, which is 0 whatever the rows when k is 0).
+        let m = sa[..sa.len() - 1].iter().product::<usize>();
+        let mut shape = sa;
+        *shape.last_mut().expect("rank >= 2") = n;
+        let mut out = self.buffer(super::checked_numel("matmul", &shape)?);
         let done = product(
             &self.backend,
             &mut self.pool,
@@ -418,8 +422,6 @@ impl Graph {
             self.pool.push(out);
             return Err(error);
         }
-        let mut shape = sa;
-        *shape.last_mut().expect("rank >= 2") = n;
         let aux = self.buffer(0);
         let rg = self.grad_flag(&[a.index, b.index]);
         Ok(self.push(Op::MatMul { a: a.index, b: b.index, m, k, n }, shape, out, aux, rg))
@@ -444,8 +446,10 @@ impl Graph {
                 });
             }
         }
-        let m = sx.iter().product::<usize>() / k.max(1);
-        let mut out = self.buffer(m * n);
+        let m = sx[..sx.len() - 1].iter().product::<usize>();
+        let mut shape = sx;
+        *shape.last_mut().expect("rank >= 1") = n;
+        let mut out = self.buffer(super::checked_numel("linear", &shape)?);
         if let Some(b) = bias {
             let bv = &self.nodes[b.index].value;
             out.chunks_exact_mut(n.max(1)).for_each(|row| row.copy_from_slice(bv));
@@ -465,8 +469,6 @@ impl Graph {
             self.pool.push(out);
             return Err(error);
         }
-        let mut shape = sx;
-        *shape.last_mut().expect("rank >= 1") = n;
         let aux = self.buffer(0);
         let mut inputs = vec![x.index, w.index];
         inputs.extend(bias.map(|b| b.index));
@@ -492,7 +494,7 @@ impl Graph {
             return Err(TensorError::ShapeMismatch { op, left: sa.clone(), right: sb.clone() });
         };
         let (sa, sb) = (sa.clone(), sb.clone());
-        let mut out = take_buffer(&mut self.pool, shape.iter().product());
+        let mut out = take_buffer(&mut self.pool, super::checked_numel(op, &shape)?);
         let (av, bv) = (&self.nodes[a.index].value, &self.nodes[b.index].value);
         kernels::broadcast_for_each(&shape, &sa, &sb, |o, i, j| {
             out[o] = f(av[i], bv[j]);
@@ -759,7 +761,7 @@ impl Graph {
     /// The same elements with a new shape of equal element count.
     pub fn reshape(&mut self, a: Var, shape: &[usize]) -> Result<Var, TensorError> {
         let old = &self.node(a, "reshape")?.shape;
-        if old.iter().product::<usize>() != shape.iter().product::<usize>() {
+        if old.iter().product::<usize>() != super::checked_numel("reshape", shape)? {
             return Err(TensorError::ShapeMismatch {
                 op: "reshape",
                 left: old.clone(),

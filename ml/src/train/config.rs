@@ -89,6 +89,11 @@ impl FaultTarget {
     }
 }
 
+/// The most faults one schedule holds: each injected fault restarts up to
+/// five actors, and the training supervisor's restart intensity grows with
+/// the schedule; ten thousand is far more than any test or soak plans.
+pub const FAULTS_MAX: usize = 10_000;
+
 /// Faults to inject: each `(target, step)` fires once, when that step is
 /// first attempted (a step retried after recovery runs clean). Steps count
 /// from 1.
@@ -105,6 +110,11 @@ impl FaultSchedule {
     pub fn parse(text: &str) -> Result<FaultSchedule, String> {
         let mut at = Vec::new();
         for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            if at.len() == FAULTS_MAX {
+                return Err(format!(
+                    "more than {FAULTS_MAX} faults: a schedule holds at most that"
+                ));
+            }
             let (target, step) = item
                 .split_once('@')
                 .ok_or_else(|| format!("fault {item:?}: expected TARGET@STEP, e.g. model@10"))?;
@@ -241,6 +251,9 @@ impl TrainConfig {
 
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), String> {
+        if self.faults.at.len() > FAULTS_MAX {
+            return Err(format!("faults: more than {FAULTS_MAX} (a schedule holds at most that)"));
+        }
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }

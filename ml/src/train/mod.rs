@@ -160,16 +160,26 @@ pub enum TrainError {
 
 /// Loads the configured data, scaled.
 pub fn load_data(source: &DataSource) -> Result<Dataset, TrainError> {
-    let mut dataset = match source {
+    load_data_with_header(source).map(|(dataset, _)| dataset)
+}
+
+/// Loads the configured data, scaled, with the header a CSV file's first
+/// row was taken for (so that a caller can say which row was not data).
+pub fn load_data_with_header(
+    source: &DataSource,
+) -> Result<(Dataset, Option<Vec<String>>), TrainError> {
+    let (mut dataset, header) = match source {
         DataSource::Digits => {
             let mut digits = crate::data::digits();
             digits.normalize(Normalize::Divide(16.0));
-            return Ok(digits);
+            return Ok((digits, None));
         }
         DataSource::Csv { path, .. } => {
-            crate::data::load_csv(path, &crate::data::CsvOptions::default())?
+            let data =
+                crate::data::load_csv_with_header(path, &crate::data::CsvOptions::default())?;
+            (data.dataset, data.header)
         }
-        DataSource::Idx { images, labels } => crate::data::load_idx(images, labels)?,
+        DataSource::Idx { images, labels } => (crate::data::load_idx(images, labels)?, None),
     };
     match source {
         DataSource::Csv { scale, .. } if *scale != 1.0 => {
@@ -191,7 +201,7 @@ pub fn load_data(source: &DataSource) -> Result<Dataset, TrainError> {
         }
         _ => {}
     }
-    Ok(dataset)
+    Ok((dataset, header))
 }
 
 /// The actors' refs, by role.

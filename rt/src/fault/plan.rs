@@ -271,6 +271,14 @@ impl FaultPlan {
                 return Err(FaultPlanError::DuplicateKey { key: key.to_string() });
             }
             plan = plan.parse_entry(key, value)?;
+            // Refused at the first site too many, so a hostile text costs
+            // at most SITES_MAX + 4 entries of work, not one per comma.
+            if plan.sites.len() > SITES_MAX {
+                return Err(FaultPlanError::TooManySites {
+                    count: plan.sites.len(),
+                    max: SITES_MAX,
+                });
+            }
             seen.push(key.to_string());
         }
         plan.validate()?;
@@ -319,8 +327,10 @@ impl FromStr for FaultPlan {
 }
 
 /// The plan in the grammar [`FaultPlan::parse`] reads, so that
-/// `plan.to_string().parse() == Ok(plan)`. Zero crash, drop and delay
-/// probabilities are left out; sites are always written.
+/// `plan.to_string().parse() == Ok(plan)`. Zero crash and drop
+/// probabilities are left out, and so is a zero delay probability with the
+/// default delays (a zero one with other delays is written, or they would
+/// be lost); sites are always written.
 impl fmt::Display for FaultPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
@@ -335,7 +345,7 @@ impl fmt::Display for FaultPlan {
         if self.drop > 0.0 {
             entry(f, format_args!("drop={}", self.drop))?;
         }
-        if self.delay > 0.0 {
+        if self.delay > 0.0 || self.delay_distribution != DelayDistribution::default() {
             entry(f, format_args!("delay={}:{}", self.delay, self.delay_distribution))?;
         }
         if let Some(seed) = self.seed {
@@ -521,5 +531,27 @@ impl fmt::Display for DisplayDuration {
             n if n % 1_000 == 0 => write!(f, "{}us", n / 1_000),
             n => write!(f, "{n}ns"),
         }
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_delay_probability_keeps_its_delays_through_display() {
+        // Before: "delay=0:5ms" displayed as "", which parses to the default
+        // delays, so the round trip the docs promise lost them.
+        let plan = FaultPlan::parse("delay=0:5ms").unwrap();
+        assert_eq!(plan.to_string(), "delay=0:5ms");
+        assert_eq!(FaultPlan::parse(&plan.to_string()), Ok(plan));
+        assert_eq!(FaultPlan::parse("delay=0:1ms..10ms").unwrap().to_string(), "");
+    }
+
+    #[test]
+    fn too_many_sites_are_refused_at_the_first_one_over() {
+        let text: Vec<String> = (0..100_000).map(|i| format!("site.s{i}=0")).collect();
+        let error = FaultPlan::parse(&text.join(",")).unwrap_err();
+        assert_eq!(error, FaultPlanError::TooManySites { count: SITES_MAX + 1, max: SITES_MAX });
     }
 }

@@ -1,0 +1,5 @@
+//! libFuzzer entry for zbmd_fuzz_targets::safetensors_import (what it feeds and asserts is
+//! documented there and in docs/fuzzing.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| zbmd_fuzz_targets::safetensors_import(data));
