@@ -56,9 +56,9 @@ pub(crate) struct Shared {
     /// Why the last actor crashed, for the recovery report.
     pub crash: Mutex<Option<(FaultTarget, String)>>,
     /// Why, when and at which step the metrics actor crashed, each time
-    /// since the driver last looked: kept
-    /// apart from `crash`, because no step waits on that actor and the
-    /// driver only notices at the epoch's end.
+    /// since the driver last looked: kept apart from `crash`, because no
+    /// step waits on that actor and the driver only notices at the epoch's
+    /// end.
     pub metrics_crash: Mutex<Vec<MetricsCrash>>,
 }
 

@@ -149,7 +149,7 @@ pub enum CheckpointFailure {
 /// The most steps a run may have: the driver keeps the whole loss curve, in
 /// memory and in every checkpoint (8 bytes a step with its epoch), so 10^8
 /// steps is 800 MB a checkpoint, already more than any run here needs.
-pub const MAX_TOTAL_STEPS: u64 = 100_000_000;
+pub const TOTAL_STEPS_MAX: u64 = 100_000_000;
 
 /// Everything a training run needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,9 +257,9 @@ impl TrainConfig {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("epochs and batch_size must be at least 1".into());
         }
-        if self.epochs > MAX_TOTAL_STEPS {
+        if self.epochs > TOTAL_STEPS_MAX {
             return Err(format!(
-                "epochs ({}) is above the {MAX_TOTAL_STEPS} steps a run may have",
+                "epochs ({}) is above the {TOTAL_STEPS_MAX} steps a run may have",
                 self.epochs
             ));
         }
@@ -287,15 +287,15 @@ impl TrainConfig {
     }
 
     /// The run's optimizer steps with `batches_per_epoch` batches an epoch,
-    /// or why there would be too many ([`MAX_TOTAL_STEPS`]).
+    /// or why there would be too many ([`TOTAL_STEPS_MAX`]).
     pub fn total_steps(&self, batches_per_epoch: u64) -> Result<u64, String> {
         batches_per_epoch
             .checked_mul(self.epochs)
-            .filter(|&steps| steps <= MAX_TOTAL_STEPS)
+            .filter(|&steps| steps <= TOTAL_STEPS_MAX)
             .ok_or_else(|| {
                 format!(
                     "epochs: {} epochs of {batches_per_epoch} steps is more than the \
-                     {MAX_TOTAL_STEPS} steps a run may have (the loss curve is kept whole, in \
+                     {TOTAL_STEPS_MAX} steps a run may have (the loss curve is kept whole, in \
                      memory and in every checkpoint)",
                     self.epochs
                 )

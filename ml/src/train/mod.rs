@@ -56,7 +56,8 @@ use crate::rng::Rng;
 use crate::tensor::PoolMatmul;
 use commit::{Committed, Layout, Params};
 pub use config::{
-    CheckpointFailure, DataSource, FaultSchedule, FaultTarget, MAX_TOTAL_STEPS, TrainConfig,
+    CheckpointFailure, DataSource, FAULTS_MAX, FaultSchedule, FaultTarget, TOTAL_STEPS_MAX,
+    TrainConfig,
 };
 pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
 
