@@ -22,7 +22,7 @@ train: deps
 deps:
 	@scripts/install-deps.sh
 
-# A fresh `make test` writes about 3.5 GiB under the target directory (measured
+# A fresh `make test` writes about 3.8 GiB under the target directory (measured
 # from a clean clone). Short of that, the compiler dies mid-build with a bus
 # error or an internal error that does not say why; say it first.
 TEST_DISK_GIB = 4
