@@ -301,12 +301,12 @@ impl Observer for Reporter {
     }
 }
 
-/// `SIGTERM`, `SIGINT`, ... for the signals `zbmd-node train` handles.
+/// The name of a signal `zbmd-node train` stops on (`SIGTERM`, `SIGINT`);
+/// any other by its number.
 pub fn signal_name(signal: i32) -> String {
     match signal {
         libc::SIGTERM => "SIGTERM".into(),
         libc::SIGINT => "SIGINT".into(),
-        libc::SIGHUP => "SIGHUP".into(),
         other => format!("signal {other}"),
     }
 }

@@ -307,7 +307,9 @@ pub fn run(args: TrainArgs) -> ExitCode {
             let code = match &error {
                 TrainError::Config(_) | TrainError::Data(_) => EXIT_USAGE,
                 // The shell's convention for a process a signal ended.
-                TrainError::Interrupted { .. } => 128 + signal.load(Ordering::Relaxed) as u8,
+                TrainError::Interrupted { .. } => {
+                    u8::try_from(128 + signal.load(Ordering::Relaxed)).unwrap_or(EXIT_FAILURE)
+                }
                 _ => EXIT_FAILURE,
             };
             let prefix =
