@@ -53,13 +53,15 @@
 //! fire-and-forget record a restart dropped never fired and said nothing
 //! (the run now warns "did not fire", and only a metrics fault may).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Mutex, Once, PoisonError};
@@ -73,6 +75,8 @@ use zbmd_ml::rng::Rng;
 use zbmd_ml::train::{
     FaultSchedule, FaultTarget, Observer, RecoveryInfo, TrainConfig, TrainReport,
 };
+
+use common::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_zbmd-node");
 
@@ -230,28 +234,6 @@ impl Findings {
             let _ = writeln!(text, "\nand {} failure(s) of further kinds", self.uncounted);
         }
         panic!("{text}");
-    }
-}
-
-/// A fresh folder, removed when dropped (pass or fail).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("zbmd-soak-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the soak's temp folder");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,6 +1,8 @@
 //! `zbmd-node train` as a user runs it: the built binary, its exit codes, its
 //! messages, its JSON log, and a run killed with SIGKILL and resumed.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
@@ -13,30 +15,9 @@ use serde_json::Value;
 use zbmd_ml::optim::LrSchedule;
 use zbmd_ml::train::{DataSource, TrainConfig};
 
+use common::TempDir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_zbmd-node");
-
-/// A fresh folder for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("zbmd-train-cli-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn train(args: &[&str]) -> Output {
     Command::new(BIN).arg("train").args(args).output().expect("run zbmd-node")

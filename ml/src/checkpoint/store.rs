@@ -150,6 +150,12 @@ impl CheckpointStore {
         self.run.as_ref()
     }
 
+    /// The newest step of this run's checkpoints known to be valid (checked
+    /// at open, or written since), without reading any file.
+    pub fn newest_valid_step(&self) -> Option<u64> {
+        self.valid.lock().unwrap_or_else(|p| p.into_inner()).last().copied()
+    }
+
     /// The file a checkpoint of `step` is saved as.
     pub fn path_for(&self, step: u64) -> PathBuf {
         self.dir.join(match &self.run {

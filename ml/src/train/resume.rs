@@ -190,36 +190,36 @@ pub(crate) fn resume_point(
     observer: &mut dyn Observer,
 ) -> Result<Option<Checkpoint>, TrainError> {
     let Some(store) = store else { return Ok(None) };
+    if !config.resume {
+        // Known from opening the store: no file is read again.
+        if let Some(step) = store.newest_valid_step() {
+            observer.on_warning(&format!(
+                "{} holds this run's checkpoints up to step {step}: starting from step 0 as \
+                 asked (--resume continues from them)",
+                store.dir().display()
+            ));
+        }
+        return Ok(None);
+    }
     let recovery = store.latest_valid().map_err(|error| TrainError::Config(error.to_string()))?;
     for (path, error) in &recovery.skipped {
         observer.on_warning(&format!("skipped checkpoint {}: {error}", path.display()));
     }
     let Some((found, path)) = recovery.found else {
-        if config.resume {
-            observer.on_resume("no valid checkpoint of this run: starting from step 0");
-            let others = store.others().map_err(|error| TrainError::Config(error.to_string()))?;
-            if let Some(newest) = others.first() {
-                observer.on_warning(&format!(
-                    "resume: {} holds no checkpoint of this run, only {} of other runs (the \
-                     newest, {}, {}): starting from step 0",
-                    store.dir().display(),
-                    others.len(),
-                    newest.path.display(),
-                    describe_other(store, newest)
-                ));
-            }
+        observer.on_resume("no valid checkpoint of this run: starting from step 0");
+        let others = store.others().map_err(|error| TrainError::Config(error.to_string()))?;
+        if let Some(newest) = others.first() {
+            observer.on_warning(&format!(
+                "resume: {} holds no checkpoint of this run, only {} of other runs (the newest, \
+                 {}, {}): starting from step 0",
+                store.dir().display(),
+                others.len(),
+                newest.path.display(),
+                describe_other(store, newest)
+            ));
         }
         return Ok(None);
     };
-    if !config.resume {
-        observer.on_warning(&format!(
-            "{} holds this run's checkpoints up to step {}: starting from step 0 as asked \
-             (--resume continues from them)",
-            store.dir().display(),
-            found.step
-        ));
-        return Ok(None);
-    }
     if found.step > total_steps {
         return Err(TrainError::Config(format!(
             "resume: the newest checkpoint ({}) is at step {}, past this run's {total_steps} \

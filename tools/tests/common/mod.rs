@@ -1,0 +1,27 @@
+//! What zbmd-tools' integration tests share.
+
+use std::path::PathBuf;
+
+/// A fresh folder for one test, removed when dropped (pass or fail).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `zbmd-tools-<test>-<pid>` in the temp folder, emptied first.
+    pub fn new(test: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("zbmd-tools-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the test's temp folder");
+        TempDir(path)
+    }
+
+    /// A path inside the folder.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
