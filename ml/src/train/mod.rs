@@ -41,6 +41,7 @@ pub mod report;
 mod resume;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,8 +63,9 @@ pub use config::{
 pub use report::{EpochInfo, Observer, RecoveryInfo, Silent, StepInfo, TrainReport};
 
 use actors::{
-    CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, MetricsActor, MetricsMsg,
-    ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared, StepCursor,
+    CheckpointerActor, CheckpointerMsg, LoaderActor, LoaderMsg, LossCurve, MetricsActor,
+    MetricsGap, MetricsMsg, ModelActor, ModelMsg, OptimizerActor, OptimizerMsg, Products, Shared,
+    StepCursor,
 };
 
 /// How long the driver waits for one actor's answer: far above any step.
@@ -438,9 +440,11 @@ fn start_tree(
     };
     let metrics = {
         let shared = shared.clone();
+        // Every incarnation after the first replaces one.
+        let started = AtomicBool::new(false);
         ChildSpec::worker("metrics", move || MetricsActor {
             shared: shared.clone(),
-            losses: Vec::new(),
+            curve: LossCurve::new(started.swap(true, Ordering::Relaxed)),
         })
     };
     let refs = (
@@ -932,9 +936,9 @@ impl Driver<'_> {
             })
         };
         let noticed = Instant::now();
-        let (mean, repair) = match ask().ok()? {
-            Ok(mean) => (mean, None),
-            Err(held) => {
+        let (mean, repair, replaced) = match ask().ok()? {
+            Ok(mean) => (mean, None, false),
+            Err(MetricsGap { held, replaced }) => {
                 self.restore_metrics_to(step).ok()?;
                 let held = match held {
                     0 => "no step's loss".to_string(),
@@ -945,7 +949,7 @@ impl Driver<'_> {
                      {step} from the driver's",
                     epoch + 1
                 );
-                (ask().ok()?.ok()?, Some(repair))
+                (ask().ok()?.ok()?, Some(repair), replaced)
             }
         };
         let crashes = std::mem::take(
@@ -971,6 +975,13 @@ impl Driver<'_> {
                     recovery_time: crash.at.elapsed(),
                 })
                 .collect(),
+            // Restarted with an actor before it after a failure that was
+            // recovered (and reported) already, but after the driver had
+            // restored it: the echo of that failure, now repaired too.
+            (true, Some(repair)) if replaced && !self.recoveries.is_empty() => {
+                tracing::info!(step, %repair, "the metrics actor was restarted after the driver restored it");
+                return Some(mean);
+            }
             (true, Some(repair)) => vec![RecoveryInfo {
                 target: FaultTarget::Metrics,
                 step,
