@@ -7,11 +7,11 @@ CARGO ?= cargo
 LOOM_ENV = RUSTFLAGS="--cfg zbmd_loom" CARGO_TARGET_DIR=target/loom \
            LOOM_MAX_PREEMPTIONS=$${LOOM_MAX_PREEMPTIONS:-2}
 
-.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck fuzz soak bench bench-gpu bench-train doc clean
+.PHONY: train test test-gpu deps disk lint fmt unit loom memcheck msrv package fuzz soak bench bench-gpu bench-train doc clean
 
 ## test: install what is missing, then lint, unit + integration + doc tests, loom models,
-## zbmd-alloc under valgrind, API docs
-test: deps disk lint unit loom memcheck doc
+## zbmd-alloc under valgrind, the library crates at their MSRV and packaged, API docs
+test: deps disk lint unit loom memcheck msrv package doc
 	@echo "make test: all checks passed"
 
 ## train: the main job: zbmd-node train on the embedded digits (an MLP under the
@@ -139,6 +139,26 @@ bench-train:
 	python3 scripts/bench_report.py train_faults
 	$(CARGO) bench -p zbmd-benches --bench train_offload --features $(BENCH_FEATURES) --locked
 	python3 scripts/bench_report.py train_offload
+
+## msrv: zbmd-rt and zbmd-alloc (the crates others link) build with the oldest Rust they
+## declare (rust-version in Cargo.toml). Installs that toolchain with rustup's minimal
+## profile (about 500 MB) when it is missing; where it cannot be installed (offline), says
+## so and skips, so that the rest of `make test` still runs.
+MSRV = $(shell sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+msrv:
+	@test -n "$(MSRV)" || { echo "make msrv: no rust-version in Cargo.toml" >&2; exit 1; }
+	@if ! rustup run $(MSRV) rustc --version >/dev/null 2>&1 && \
+	    ! rustup toolchain install $(MSRV) --profile minimal --no-self-update; then \
+	  echo "make msrv: WARNING: Rust $(MSRV) could not be installed: the MSRV check did not run" >&2; \
+	else \
+	  echo "make msrv: zbmd-rt and zbmd-alloc with Rust $(MSRV)"; \
+	  CARGO_TARGET_DIR=target/msrv $(CARGO) +$(MSRV) check -p zbmd-rt -p zbmd-alloc --locked; \
+	fi
+
+## package: zbmd-alloc and zbmd-rt packaged as `cargo publish` would, each built from its
+## package alone (scripts/check-package.sh; nothing is published)
+package:
+	@scripts/check-package.sh
 
 ## doc: API docs, warnings are errors
 doc:

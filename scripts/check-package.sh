@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Packages zbmd's library crates as `cargo publish` would, in dependency
+# order, and builds each package on its own: proof that their manifests
+# (path dependencies with versions, metadata, included files) would publish.
+#
+# The workspace says `publish = false` until we decide to publish, and
+# cargo then refuses to stand the crates being packaged in for a registry
+# (each needs the one before it). So the check runs on a copy of the
+# tracked and new files with publishing switched on there; nothing here
+# changes and nothing is uploaded. Needs the crates.io index (as any build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CRATES=(zbmd-alloc zbmd-rt)
+target="${CARGO_TARGET_DIR:-$PWD/target}/package-check"
+copy="$(mktemp -d)"
+trap 'rm -rf "$copy"' EXIT
+
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$copy"
+sed -i 's/^publish = false$/publish = true/' "$copy/Cargo.toml"
+grep -q '^publish = true$' "$copy/Cargo.toml" || {
+  echo "check-package: no 'publish = false' line in Cargo.toml's [workspace.package]" >&2
+  exit 1
+}
+args=()
+for crate in "${CRATES[@]}"; do args+=(-p "$crate"); done
+(cd "$copy" && CARGO_TARGET_DIR="$target" cargo package --locked --allow-dirty "${args[@]}")
+echo "check-package: ${CRATES[*]} package and build on their own"
