@@ -36,13 +36,13 @@
 //! at once, *before* the worker is dead (the runtime drops the message,
 //! then stops the actor, as it does when a handler returns an error). So a
 //! client that retries at once often lands its retry in the dying
-//! incarnation's mailbox, where it becomes a dead letter, answered
-//! `Dropped` in turn; its next retry finds no incarnation and waits for the
-//! restart. `one_for_all` then stops the 99 other workers and starts all
-//! 100 again: every request still queued at a sibling when it is stopped is
-//! a dead letter too. The table counts them: with one client a crash takes
-//! about 1.9 requests (its own and, most often, the retry), with four
-//! about 3. During the restart window sends are refused, not lost.
+//! incarnation's mailbox, where it becomes a dead letter; `ChildRef::call`
+//! hears `Unhandled` for it and sends it again to the next incarnation,
+//! waiting through the restart window. `one_for_all` then stops the 99
+//! other workers and starts all 100 again: every request still queued at a
+//! sibling when it is stopped is a dead letter too, resent the same way.
+//! The table counts them; none is a missing reply. During the restart
+//! window sends wait for the next incarnation; they are not lost.
 //!
 //! # Why the tree has two levels
 //!
@@ -77,7 +77,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use zbmd_rt::fault::{FaultPlan, FaultSite, INJECTED_CRASH};
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::supervisor::{ChildRef, ChildSpec, Supervisor, SupervisorRef, SupervisorSpec};
 use zbmd_rt::{Actor, ActorError, AskError, Context, ExitReason, ReplyTo, Runtime};
 
@@ -339,11 +339,10 @@ impl Report {
     }
 
     /// Missing replies that no crash explains: the drops, as the clients
-    /// saw them.
+    /// saw them. (Requests queued behind a crash are dead letters that
+    /// `ChildRef::call` resent to the next incarnation: not missing.)
     pub fn drops_seen(&self) -> i64 {
-        self.tally.missing_replies as i64
-            - self.exits.injected_crash as i64
-            - self.counters.dead_letters as i64
+        self.tally.missing_replies as i64 - self.exits.injected_crash as i64
     }
 
     /// Restarts of all the workers: by their supervisor, or by the root
@@ -432,11 +431,11 @@ impl fmt::Display for Report {
         line(f, "injected drops (missing replies)", c.faults_drop, self.drops_seen())?;
         line(f, "device launches", c.device_rolls, "")?;
         line(f, "device failures (DeviceLost answers)", c.device_fires, t.device_lost)?;
-        line(f, "dead letters (queued behind a crash)", c.dead_letters, "")?;
+        line(f, "dead letters (queued behind a crash; resent)", c.dead_letters, "")?;
         line(f, "missing replies in all", "", t.missing_replies)?;
         let crashes = (e.injected_crash + e.device_lost).max(1) as f64;
         let taken = (e.injected_crash + c.dead_letters) as f64 / crashes;
-        line(f, "requests lost per crash", format!("{taken:.2}"), "")?;
+        line(f, "requests taken down per crash", format!("{taken:.2}"), "")?;
         heading(f, "supervision", "count", "")?;
         line(f, "restarts of all 100 workers", self.restart_events(), "")?;
         line(f, "escalations absorbed by the root", c.escalations, "")?;
@@ -597,15 +596,15 @@ fn counters(rt: &Runtime) -> Counters {
     let m = rt.metrics();
     let faults = rt.faults();
     Counters {
-        faults_crash: m.total(Counter::FaultsCrash),
-        faults_drop: m.total(Counter::FaultsDrop),
-        faults_site: m.total(Counter::FaultsSite),
+        faults_crash: m.total(Metric::FaultsCrash),
+        faults_drop: m.total(Metric::FaultsDrop),
+        faults_site: m.total(Metric::FaultsSite),
         device_fires: faults.fires(DEVICE_SITE),
         device_rolls: faults.rolls(DEVICE_SITE),
-        dead_letters: m.total(Counter::DeadLetters),
-        replies_dropped: m.total(Counter::RepliesDropped),
-        restarts: m.total(Counter::Restarts),
-        escalations: m.total(Counter::Escalations),
+        dead_letters: m.total(Metric::DeadLetters),
+        replies_dropped: m.total(Metric::RepliesDropped),
+        restarts: m.total(Metric::Restarts),
+        escalations: m.total(Metric::Escalations),
     }
 }
 

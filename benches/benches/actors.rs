@@ -264,7 +264,7 @@ fn peer<R>(cell: &Peer<R>) -> &R {
 
 mod zbmd {
     use super::*;
-    use zbmd_rt::runtime::Counter;
+    use zbmd_rt::runtime::Metric;
     use zbmd_rt::{
         Actor, ActorError, ActorRef, Context, ExitReason, Runtime, SendError, SpawnOptions,
     };
@@ -281,11 +281,11 @@ mod zbmd {
             }
             let metrics = self.0.metrics();
             let counters = [
-                Counter::Messages,
-                Counter::Steals,
-                Counter::StolenActors,
-                Counter::Parks,
-                Counter::MailboxFull,
+                Metric::Messages,
+                Metric::Steals,
+                Metric::StolenActors,
+                Metric::Parks,
+                Metric::MailboxFull,
             ];
             for shard in 0..self.0.shards() {
                 let line: Vec<String> = counters

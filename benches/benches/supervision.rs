@@ -60,7 +60,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
 };
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::supervisor::{ChildSpec, SupervisorSpec};
 use zbmd_rt::{
     Actor, ActorError, ActorId, ActorRef, Context, ExitReason, Pid, Runtime, SpawnOptions,
@@ -401,11 +401,11 @@ impl Drop for Fixture {
         }
         let metrics = self.rt.metrics();
         let counters = [
-            Counter::Messages,
-            Counter::Restarts,
-            Counter::Steals,
-            Counter::StolenActors,
-            Counter::Parks,
+            Metric::Messages,
+            Metric::Restarts,
+            Metric::Steals,
+            Metric::StolenActors,
+            Metric::Parks,
         ];
         for shard in 0..self.rt.shards() {
             let line: Vec<String> = counters

@@ -623,7 +623,7 @@ impl Actor for HealthMonitor {
     type Msg = MonitorMsg;
 
     fn started(&mut self, ctx: &mut Context<'_, Self>) -> Result<(), ActorError> {
-        ctx.send_interval(&ctx.myself(), MonitorMsg::Tick, self.period)
+        ctx.send_interval(&ctx.myself(), || MonitorMsg::Tick, self.period)
             .map_err(|error| ActorError::msg(format!("health monitor timer: {error}")))?;
         Ok(())
     }

@@ -65,15 +65,28 @@ pub enum AskError {
     /// No reply came within the timeout.
     #[error("no reply within the timeout")]
     Timeout,
-    /// The target dropped the request without replying (it crashed, or its
-    /// handler discarded the `ReplyTo`).
+    /// The target took the request and dropped it without replying: its
+    /// handler discarded the `ReplyTo`, crashed while handling it (or while
+    /// holding it for a later reply), or handed it on to another actor that
+    /// dropped it or died with it. The request may have had effects; it is
+    /// not sent again.
     #[error("the target dropped the request without replying")]
     Dropped,
+    /// The target stopped before it handled the request: the request was
+    /// still in its mailbox when it died, and was drained unread (counted in
+    /// `dead_letters_total`). It had no effect, so sending it again is safe;
+    /// [`ChildRef::call`](crate::supervisor::ChildRef::call) does so itself,
+    /// to the child's next incarnation.
+    #[error("the target stopped before it handled the request; it had no effect and may be resent")]
+    Unhandled,
     /// The request could not be delivered: the target's mailbox was full.
     #[error("the target's mailbox is full; the request was not delivered")]
     Full,
-    /// The request could not be delivered: the target is dead.
-    #[error("no such actor: the target is dead")]
+    /// The request could not be delivered: the target is dead. From a
+    /// [`ChildRef`](crate::supervisor::ChildRef): the child has no live
+    /// incarnation and its supervisor will start none (it gave up, stopped,
+    /// or does not restart this child after this exit).
+    #[error("no such actor: the target is dead (a supervised child: and will not be restarted)")]
     NoProc,
     /// A zero timeout can never be met; give the call a real deadline.
     #[error("a call needs a non-zero timeout")]
@@ -179,6 +192,23 @@ pub enum RuntimeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The runtime would pin shards onto CPUs that other live runtimes of
+    /// this process have pinned, and the builder asked for its CPUs alone
+    /// ([`RuntimeBuilder::exclusive_cpus`](crate::RuntimeBuilder::exclusive_cpus)).
+    #[error(
+        "CPUs {cpus} are pinned by runtime(s) {runtimes:?} of this process; give this runtime other CPUs (RuntimeBuilder::allowed_cpus), build it with pin(false), or stop the other runtime first"
+    )]
+    CpusInUse {
+        /// The CPUs already held (boxed: a set is 128 bytes, and this
+        /// error travels in every `Result` of the runtime).
+        cpus: Box<crate::topology::CpuSet>,
+        /// The ids of the runtimes holding them.
+        runtimes: Vec<u32>,
+    },
+    /// Every runtime id has been handed out (ids are 32-bit and never
+    /// reused, so this takes about four billion runtimes in one process).
+    #[error("no runtime ids are left in this process (each of the 2^32 - 2 was handed out once)")]
+    RuntimeIdsExhausted,
 }
 
 /// Why a synchronous start ([`Context::start_link`](crate::Context::start_link),
@@ -204,3 +234,65 @@ impl StartError {
         }
     }
 }
+
+/// An actor's exit reason as a `std::error::Error`: what
+/// [`ActorError::into_error`](crate::ActorError::into_error) gives, and what
+/// `?` boxes when an [`ActorError`](crate::ActorError) meets a function
+/// returning `Box<dyn Error>`.
+///
+/// Displayed as the crash's own message for [`ExitReason::Error`] (so that
+/// `?` back into a handler keeps the message as it was), and as "the actor
+/// exited with reason ..." for the others.
+///
+/// [`ExitReason::Error`]: crate::actor::ExitReason::Error
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExitError {
+    reason: crate::actor::ExitReason,
+}
+
+impl ExitError {
+    pub(crate) fn new(reason: crate::actor::ExitReason) -> Self {
+        ExitError { reason }
+    }
+
+    /// The exit reason.
+    pub fn reason(&self) -> &crate::actor::ExitReason {
+        &self.reason
+    }
+
+    /// Takes the exit reason.
+    pub fn into_reason(self) -> crate::actor::ExitReason {
+        self.reason
+    }
+}
+
+impl From<crate::actor::ActorError> for ExitError {
+    fn from(error: crate::actor::ActorError) -> Self {
+        error.into_error()
+    }
+}
+
+/// How an exit reason reads as an error message (`ExitError`, `ActorError`).
+pub(crate) fn display_exit(
+    reason: &crate::actor::ExitReason,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    match reason {
+        crate::actor::ExitReason::Error(message) => f.write_str(message),
+        other => write!(f, "the actor exited with reason {other}"),
+    }
+}
+
+impl fmt::Display for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        display_exit(&self.reason, f)
+    }
+}
+
+impl fmt::Debug for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExitError({})", self.reason)
+    }
+}
+
+impl std::error::Error for ExitError {}

@@ -12,7 +12,7 @@ use zbmd_rt::fault::{
     DELAY_MAX, DelayDistribution, ENV_VAR, FaultInjector, FaultPlan, FaultPlanError,
     INJECTED_CRASH, SITES_MAX,
 };
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::{
     Actor, ActorError, ActorId, ActorRef, Context, Down, ExitReason, Pid, Runtime, RuntimeError,
     SpawnOptions,
@@ -106,10 +106,10 @@ fn blast(
 /// replies dropped (a delayed message waiting in a dead actor's lane).
 fn lost(rt: &Runtime) -> u64 {
     let m = rt.metrics();
-    m.total(Counter::FaultsDrop)
-        + m.total(Counter::FaultsCrash)
-        + m.total(Counter::DeadLetters)
-        + m.total(Counter::RepliesDropped)
+    m.total(Metric::FaultsDrop)
+        + m.total(Metric::FaultsCrash)
+        + m.total(Metric::DeadLetters)
+        + m.total(Metric::RepliesDropped)
 }
 
 /// Collects events until every message is accounted for: handled (an
@@ -347,9 +347,9 @@ fn workload(seed: u64) -> Run {
     Run {
         fates,
         alive: refs.iter().map(ActorRef::is_alive).collect(),
-        crashes: m.total(Counter::FaultsCrash),
-        drops: m.total(Counter::FaultsDrop),
-        delays: m.total(Counter::FaultsDelay),
+        crashes: m.total(Metric::FaultsCrash),
+        drops: m.total(Metric::FaultsDrop),
+        delays: m.total(Metric::FaultsDelay),
     }
 }
 
@@ -392,8 +392,8 @@ fn an_injected_crash_is_a_real_crash_that_links_and_monitors_see() {
     assert!(handled.try_recv().is_err(), "the handler never saw the message");
     assert!(!victim.is_alive());
     let m = rt.metrics();
-    assert_eq!(m.total(Counter::FaultsCrash), 1);
-    assert_eq!(m.total(Counter::Crashes), 1);
+    assert_eq!(m.total(Metric::FaultsCrash), 1);
+    assert_eq!(m.total(Metric::Crashes), 1);
     assert!(watcher.is_alive(), "the exempt watcher was never faulted");
 }
 
@@ -407,15 +407,15 @@ fn handled_plus_dropped_plus_lost_with_crashes_is_what_was_sent() {
     let handled = settle(&rt, &rx, TARGETS, sent);
     let handled: u64 = handled.iter().map(|v| v.len() as u64).sum();
     let m = rt.metrics();
-    let (crashes, drops) = (m.total(Counter::FaultsCrash), m.total(Counter::FaultsDrop));
-    assert_eq!(handled + drops + crashes + m.total(Counter::DeadLetters), sent);
+    let (crashes, drops) = (m.total(Metric::FaultsCrash), m.total(Metric::FaultsDrop));
+    assert_eq!(handled + drops + crashes + m.total(Metric::DeadLetters), sent);
     assert!(crashes > 0 && drops > 0, "crashes {crashes}, drops {drops}");
-    assert_eq!(m.total(Counter::FaultsDelay), 0);
+    assert_eq!(m.total(Metric::FaultsDelay), 0);
     // About 5% dropped (wide bounds; the seed fixes the rolls of each shard).
     let rolled = handled + drops + crashes;
     assert!((drops as f64 / rolled as f64 - 0.05).abs() < 0.02, "{drops} of {rolled}");
     // Each injected crash is a crash in the runtime's own count too.
-    assert_eq!(m.total(Counter::Crashes), crashes);
+    assert_eq!(m.total(Metric::Crashes), crashes);
 
     // The Prometheus text carries the same counts.
     let text = m.to_prometheus();
@@ -441,7 +441,7 @@ fn a_dropped_message_never_reaches_the_handler() {
     for i in 0..100 {
         actor.send_timeout(i, PATIENCE).unwrap();
     }
-    eventually("100 drops", || rt.metrics().total(Counter::FaultsDrop) == 100);
+    eventually("100 drops", || rt.metrics().total(Metric::FaultsDrop) == 100);
     assert!(rx.try_recv().is_err(), "a dropped message was handled");
     assert!(actor.is_alive());
 }
@@ -468,11 +468,11 @@ fn delayed_messages_arrive_later_out_of_order_and_all_of_them() {
         }
         highest = highest.max(value);
     }
-    let delays = m.total(Counter::FaultsDelay);
+    let delays = m.total(Metric::FaultsDelay);
     assert!(late > 0, "delays reorder messages");
     assert!(late <= delays, "only delayed messages come late ({late} late, {delays} delayed)");
     assert!((50..=150).contains(&delays), "about 10% of {N} delayed: {delays}");
-    assert_eq!(m.total(Counter::FaultsDrop) + m.total(Counter::FaultsCrash), 0);
+    assert_eq!(m.total(Metric::FaultsDrop) + m.total(Metric::FaultsCrash), 0);
     assert!(prometheus_sum(&m.to_prometheus(), "zbmd_faults_delay_total") == delays);
 }
 
@@ -489,10 +489,10 @@ fn a_delay_that_finds_the_timer_wheel_full_is_counted_as_a_drop() {
     }
     eventually("10 faults", || {
         let m = rt.metrics();
-        m.total(Counter::FaultsDelay) + m.total(Counter::FaultsDrop) == 10
+        m.total(Metric::FaultsDelay) + m.total(Metric::FaultsDrop) == 10
     });
     let m = rt.metrics();
-    assert_eq!((m.total(Counter::FaultsDelay), m.total(Counter::FaultsDrop)), (4, 6));
+    assert_eq!((m.total(Metric::FaultsDelay), m.total(Metric::FaultsDrop)), (4, 6));
     assert!(rx.try_recv().is_err());
 }
 
@@ -511,7 +511,7 @@ fn exempt_actors_are_never_faulted() {
     // The plan is active: the next actor dies of its first message.
     victim.try_send(0).unwrap();
     eventually("the victim's crash", || !victim.is_alive());
-    assert_eq!(rt.metrics().total(Counter::FaultsCrash), 1);
+    assert_eq!(rt.metrics().total(Metric::FaultsCrash), 1);
     assert!(rx.try_recv().is_err());
 }
 
@@ -566,16 +566,17 @@ fn sites_fire_at_their_rate_and_are_counted() {
 
     // The runtime's metrics: per site, and in faults_site_total.
     let m = rt.metrics();
-    assert_eq!(m.total(Counter::FaultsSite), launch_fires + send_fires);
+    assert_eq!(m.total(Metric::FaultsSite), launch_fires + send_fires);
     let sites: Vec<_> = m.fault_sites.iter().map(|s| (s.name.as_str(), s.rolls, s.fires)).collect();
     assert_eq!(sites, [("gpu.launch", 100_000, launch_fires), ("net.send", 10_000, send_fires)]);
     let text = m.to_prometheus();
-    assert!(
-        text.contains(&format!(
-            "zbmd_fault_site_fires_total{{site=\"gpu.launch\"}} {launch_fires}"
-        ))
-    );
-    assert!(text.contains("zbmd_fault_site_rolls_total{site=\"net.send\"} 10000"));
+    let id = rt.id();
+    assert!(text.contains(&format!(
+        "zbmd_fault_site_fires_total{{runtime=\"{id}\",site=\"gpu.launch\"}} {launch_fires}"
+    )));
+    assert!(text.contains(&format!(
+        "zbmd_fault_site_rolls_total{{runtime=\"{id}\",site=\"net.send\"}} 10000"
+    )));
     assert_eq!(prometheus_sum(&text, "zbmd_faults_site_total"), launch_fires + send_fires);
 }
 
@@ -661,7 +662,7 @@ fn env_child_plan_applies() {
     let victim = rt.spawn(Recorder { tag: 0, events: tx }).unwrap();
     victim.try_send(1).unwrap();
     eventually("the injected crash", || !victim.is_alive());
-    assert_eq!(rt.metrics().total(Counter::FaultsCrash), 1);
+    assert_eq!(rt.metrics().total(Metric::FaultsCrash), 1);
     // A plan in code wins over the variable; an empty one turns it off.
     let quiet = Runtime::builder().shards(1).pin(false).fault_plan(FaultPlan::new()).build();
     assert!(!quiet.unwrap().faults().is_active());

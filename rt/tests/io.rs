@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, eventually};
 use zbmd_rt::io::{IoBackendKind, IoError, IoFile, IoOp, IoOutput, IoResult, OpenOptions};
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::{Actor, ActorError, ActorRef, Context, ExitReason, Runtime, RuntimeError};
 
 /// Drives I/O operations for the test thread.
@@ -312,7 +312,7 @@ fn result_for_dead_actor(kind: IoBackendKind) {
     };
     let (tx, _reports) = channel();
     let doomed = h.rt.spawn(Driver { reports: tx }).unwrap();
-    let before = h.rt.metrics().total(Counter::RepliesDropped);
+    let before = h.rt.metrics().total(Metric::RepliesDropped);
     doomed
         .send_timeout(
             Msg::StartAndStop(IoOp::Timeout { after: Duration::from_millis(10) }),
@@ -320,7 +320,7 @@ fn result_for_dead_actor(kind: IoBackendKind) {
         )
         .unwrap();
     eventually("the result for the stopped actor to be dropped", || {
-        h.rt.metrics().total(Counter::RepliesDropped) > before
+        h.rt.metrics().total(Metric::RepliesDropped) > before
     });
     h.assert_alive();
 }

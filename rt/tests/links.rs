@@ -316,5 +316,5 @@ fn a_panicking_handler_crashes_only_its_actor() {
     neighbour.try_send(7).unwrap();
     let n = neighbour.id();
     expect(&rx, "the neighbour's answer", |e| *e == Event::Got(n, 7));
-    assert_eq!(rt.metrics().total(zbmd_rt::runtime::Counter::Crashes), 1);
+    assert_eq!(rt.metrics().total(zbmd_rt::runtime::Metric::Crashes), 1);
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::topology::{CpuSet, L3Scope, Placement, SyntheticSpec, Topology};
 use zbmd_rt::{
     Actor, ActorError, ActorRef, AskError, Context, ExitReason, ReplyTo, Runtime, RuntimeError,
@@ -111,7 +111,7 @@ fn a_full_mailbox_hands_the_message_back_and_counts_it() {
         assert_eq!(seen.recv_timeout(PATIENCE).unwrap().1, v);
     }
     assert!(seen.recv_timeout(QUIET).is_err(), "the refused message was not delivered");
-    assert_eq!(rt.metrics().total(Counter::MailboxFull), 1);
+    assert_eq!(rt.metrics().total(Metric::MailboxFull), 1);
 }
 
 #[test]
@@ -258,7 +258,7 @@ fn an_actor_flooding_itself_cannot_starve_its_shard() {
         assert_eq!(seen.recv_timeout(PATIENCE).unwrap().1, v);
     }
     let metrics = rt.metrics();
-    assert!(metrics.total(Counter::Messages) > 1000, "the flooder kept running too");
+    assert!(metrics.total(Metric::Messages) > 1000, "the flooder kept running too");
 }
 
 /// Burns CPU on every message, so one shard cannot keep up alone.
@@ -306,7 +306,7 @@ fn idle_shards_steal_a_skewed_load_and_never_steal_pinned_actors() {
         pinned_runs.lock().unwrap().iter().all(|&s| s == 0),
         "a pinned actor ran on another shard"
     );
-    assert!(rt.metrics().get(1, Counter::Steals) > 0);
+    assert!(rt.metrics().get(1, Metric::Steals) > 0);
 }
 
 /// Does blocking work off the shard and reports the result.
@@ -366,7 +366,7 @@ impl Actor for Timed {
         ctx.send_after(&me, Tick::Once, Duration::from_millis(30))?;
         let cancelled = ctx.send_after(&me, Tick::Cancelled, Duration::from_millis(10))?;
         assert!(ctx.cancel_timer(&cancelled));
-        self.interval = Some(ctx.send_interval(&me, Tick::Every, Duration::from_millis(5))?);
+        self.interval = Some(ctx.send_interval(&me, || Tick::Every, Duration::from_millis(5))?);
         Ok(())
     }
     fn handle(&mut self, ctx: &mut Context<'_, Self>, tick: Tick) -> Result<(), ActorError> {
@@ -427,7 +427,7 @@ fn the_stall_detector_counts_a_turn_that_held_the_shard() {
         .unwrap();
     let sleeper = rt.spawn(Sleeper).unwrap();
     sleeper.try_send(()).unwrap();
-    eventually("a stall counted", || rt.metrics().total(Counter::Stalls) >= 1);
+    eventually("a stall counted", || rt.metrics().total(Metric::Stalls) >= 1);
 }
 
 #[test]
@@ -438,11 +438,20 @@ fn metrics_read_as_prometheus_text() {
     seen.recv_timeout(PATIENCE).unwrap();
     let text = rt.metrics().to_prometheus();
     assert!(text.contains("# TYPE zbmd_messages_total counter"));
-    assert!(text.contains("zbmd_spawns_total{shard=\"outside\"} 1"), "{text}");
+    let id = rt.id();
+    assert!(
+        text.contains(&format!("zbmd_spawns_total{{runtime=\"{id}\",shard=\"outside\"}} 1")),
+        "{text}"
+    );
+    // Every series carries the runtime's label, the memory pools' included.
+    for series in text.lines().filter(|line| !line.starts_with('#')) {
+        assert!(series.contains(&format!("{{runtime=\"{id}\"")), "{series}");
+    }
+    assert!(text.contains(&format!("zbmd_live_actors{{runtime=\"{id}\"}} 1")), "{text}");
     // A turn's messages are counted when the turn ends, just after the
     // handler that told us.
     eventually("the start signal and the message counted", || {
-        (0..2).map(|s| rt.metrics().get(s, Counter::Messages)).sum::<u64>() >= 2
+        (0..2).map(|s| rt.metrics().get(s, Metric::Messages)).sum::<u64>() >= 2
     });
 }
 

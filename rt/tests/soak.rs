@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, eventually};
 use zbmd_rt::fault::FaultPlan;
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::supervisor::{ChildRef, ChildSpec, Supervisor, SupervisorSpec};
 use zbmd_rt::{Actor, ActorError, Context, Runtime, SendError};
 
@@ -109,9 +109,9 @@ fn send(workers: &[ChildRef<u64>], count: u64) {
 fn accounted(rt: &Runtime, handled: &AtomicU64) -> u64 {
     let m = rt.metrics();
     handled.load(Ordering::Relaxed)
-        + m.total(Counter::FaultsDrop)
-        + m.total(Counter::FaultsCrash)
-        + m.total(Counter::DeadLetters)
+        + m.total(Metric::FaultsDrop)
+        + m.total(Metric::FaultsCrash)
+        + m.total(Metric::DeadLetters)
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn a_million_messages_through_a_faulty_tree_all_accounted_for() {
     eventually("warm-up accounted for", || accounted(&rt, &handled) == 300_000);
     eventually("warm-up repaired", || {
         let m = rt.metrics();
-        m.total(Counter::Restarts) == m.total(Counter::FaultsCrash)
+        m.total(Metric::Restarts) == m.total(Metric::FaultsCrash)
     });
     let baseline = LIVE_BYTES.load(Ordering::Relaxed);
     let pooled = |rt: &Runtime| rt.memory().iter().map(|p| p.in_use).sum::<usize>();
@@ -141,7 +141,7 @@ fn a_million_messages_through_a_faulty_tree_all_accounted_for() {
     let after = rt.metrics();
     let delta = |c| after.total(c) - before.total(c);
     let (crashes, drops, dead) =
-        (delta(Counter::FaultsCrash), delta(Counter::FaultsDrop), delta(Counter::DeadLetters));
+        (delta(Metric::FaultsCrash), delta(Metric::FaultsDrop), delta(Metric::DeadLetters));
     eprintln!("soak: {crashes} injected crashes, {drops} injected drops, {dead} dead letters");
     // The plan's rates, within wide bounds (seeded: this run is fixed).
     assert!((5_000..20_000).contains(&crashes), "crashes {crashes}");
@@ -149,14 +149,14 @@ fn a_million_messages_through_a_faulty_tree_all_accounted_for() {
 
     // Every crash was repaired: each worker alive, each restart counted.
     eventually("every crash restarted", || {
-        rt.metrics().total(Counter::Restarts) - before.total(Counter::Restarts) == crashes
+        rt.metrics().total(Metric::Restarts) - before.total(Metric::Restarts) == crashes
     });
     for worker in &workers {
         assert!(worker.is_alive(), "worker {} is down", worker.id());
     }
     let counts = root.count_children(PATIENCE).unwrap();
     assert_eq!((counts.specs, counts.active), (SUPERVISORS, SUPERVISORS));
-    assert_eq!(rt.metrics().total(Counter::Escalations), 0);
+    assert_eq!(rt.metrics().total(Metric::Escalations), 0);
     assert_eq!(rt.live_actors(), 1 + SUPERVISORS + workers.len());
 
     // The heap is back to its level before the run: what the restarts

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use zbmd_rt::runtime::Counter;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::supervisor::{
     ChildKind, ChildRef, ChildSpec, Restart, Shutdown, Supervisor, SupervisorError, SupervisorRef,
     SupervisorSpec,
@@ -192,7 +192,7 @@ fn one_for_one_restarts_only_the_child_that_exited() {
     assert_ne!(new_b, ib, "b is a new incarnation");
     assert_eq!((current(&ra), current(&rc)), (ia, ic), "a and c untouched");
     assert_eq!(log.take(), ["stop:b:error: boom", "start:b"]);
-    assert_eq!(rt.metrics().total(Counter::Restarts), 1);
+    assert_eq!(rt.metrics().total(Metric::Restarts), 1);
     rt.shutdown();
 }
 
@@ -398,8 +398,8 @@ fn more_restarts_than_the_intensity_stop_the_supervisor_with_shutdown() {
     assert_eq!(down(&sup_down).reason, ExitReason::Shutdown);
     // Its last child was stopped before it exited.
     assert_eq!(log.take(), ["stop:b:error: boom", "stop:a:shutdown"]);
-    assert_eq!(rt.metrics().total(Counter::Escalations), 1);
-    assert_eq!(rt.metrics().total(Counter::Restarts), 2);
+    assert_eq!(rt.metrics().total(Metric::Escalations), 1);
+    assert_eq!(rt.metrics().total(Metric::Restarts), 2);
     rt.shutdown();
 }
 
@@ -431,7 +431,7 @@ fn escalation_climbs_a_three_level_tree() {
     rleaf.try_send(W::Crash).unwrap();
     assert_eq!(down(&root_down).reason, ExitReason::Shutdown);
     assert!(!rleaf.is_alive() && !rmid.is_alive());
-    assert_eq!(rt.metrics().total(Counter::Escalations), 3, "mid twice, then root");
+    assert_eq!(rt.metrics().total(Metric::Escalations), 3, "mid twice, then root");
     rt.shutdown();
 }
 
@@ -536,7 +536,7 @@ fn a_failed_restart_is_retried_and_counts_toward_the_intensity() {
     rb.try_send(W::Crash).unwrap();
     // Crash (1), failed restart (2), retry fails (3), retry fails (4 > 3).
     assert_eq!(down(&sup_down).reason, ExitReason::Shutdown);
-    assert_eq!(rt.metrics().total(Counter::Escalations), 1);
+    assert_eq!(rt.metrics().total(Metric::Escalations), 1);
     rt.shutdown();
 }
 
@@ -627,7 +627,7 @@ fn messages_queued_for_a_crashing_child_are_counted_as_dead_letters() {
     let ra = a.child_ref();
     let _sup = Supervisor::start(&rt, SupervisorSpec::one_for_one().child(a)).unwrap();
     let first = current(&ra);
-    let before = rt.metrics().total(Counter::DeadLetters);
+    let before = rt.metrics().total(Metric::DeadLetters);
     let release = Arc::new(AtomicBool::new(false));
     let counted = Arc::new(AtomicU64::new(0));
     ra.try_send(W::Hold(release.clone())).unwrap();
@@ -637,7 +637,7 @@ fn messages_queued_for_a_crashing_child_are_counted_as_dead_letters() {
     }
     release.store(true, Ordering::SeqCst);
     restarted(&ra, first);
-    eventually("five dead letters", || rt.metrics().total(Counter::DeadLetters) - before == 5);
+    eventually("five dead letters", || rt.metrics().total(Metric::DeadLetters) - before == 5);
     assert_eq!(counted.load(Ordering::SeqCst), 0, "none reached the new incarnation");
     rt.shutdown();
 }

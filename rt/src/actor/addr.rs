@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::cell::Runnable;
 use super::{ActorId, Down, ExitReason, MonitorRef};
-use crate::error::SendError;
+use crate::error::{AskError, SendError};
 use crate::runtime::Scheduler;
 use crate::sync::mpsc::{Envelope, Mailbox};
 use crate::sync::run_state::{Notify, RunState};
@@ -261,6 +261,9 @@ impl<M: Send + 'static> Shared<M> {
     /// consumer, which makes the `unsafe` pops sound.
     pub(crate) fn drain_dead(&self) {
         debug_assert!(self.header.is_dead());
+        // A `ReplyTo` dropped with a drained message was never handled: its
+        // asker hears `Unhandled` (safe to resend), not `Dropped`.
+        let _draining = super::Draining::begin(self.header.id);
         loop {
             if self.header.drain_lock.swap(true, Ordering::Acquire) {
                 return; // another thread is draining and will see our push
@@ -339,7 +342,44 @@ impl<M: Send + 'static> SignalTarget for Shared<M> {
 ///
 /// Cheap to clone. It names one incarnation ([`ActorId`]): once that actor
 /// is dead, every send answers [`SendError::NoProc`], and nothing is ever
-/// delivered to another actor that reuses the slot.
+/// delivered to another actor that reuses the slot. (To follow a supervised
+/// child across restarts, use its [`ChildRef`](crate::supervisor::ChildRef).)
+///
+/// From a thread outside the runtime: [`try_send`](Self::try_send),
+/// [`send_timeout`](Self::send_timeout), a blocking [`call`](Self::call);
+/// from an async task: [`ask_async`](Self::ask_async). Actors use
+/// [`Context::ask`](super::Context::ask).
+///
+/// ```
+/// use std::time::Duration;
+/// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+///
+/// struct Counter(u64);
+/// enum Msg {
+///     Add(u64),
+///     Get(ReplyTo<u64>),
+/// }
+/// impl Actor for Counter {
+///     type Msg = Msg;
+///     fn handle(&mut self, _: &mut Context<'_, Self>, msg: Msg) -> Result<(), ActorError> {
+///         match msg {
+///             Msg::Add(n) => self.0 += n,
+///             Msg::Get(reply) => {
+///                 reply.reply(self.0);
+///             }
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+/// let counter = rt.spawn(Counter(0)).unwrap();
+/// counter.try_send(Msg::Add(2)).unwrap();
+/// counter.send_timeout(Msg::Add(3), Duration::from_secs(1)).unwrap();
+/// // Messages from one sender arrive in order, so the Get sees both adds.
+/// assert_eq!(counter.call(Msg::Get, Duration::from_secs(5)), Ok(5));
+/// rt.shutdown();
+/// ```
 pub struct ActorRef<M> {
     pub(crate) shared: Arc<Shared<M>>,
 }
@@ -365,6 +405,109 @@ impl<M: Send + 'static> ActorRef<M> {
     /// to one receiver arrive in the order they were sent.
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
         self.shared.push_user(msg)
+    }
+
+    /// Sends a request and blocks this thread until the reply or `timeout`:
+    /// `make` builds the message around the [`ReplyTo`](crate::ReplyTo) the
+    /// actor answers with (an enum variant such as `Msg::Get` is such a
+    /// function). The same as [`Runtime::call`](crate::Runtime::call).
+    ///
+    /// Answers the reply, or [`AskError::Timeout`], [`AskError::Full`] /
+    /// [`AskError::NoProc`] (not delivered), [`AskError::Dropped`] (the actor
+    /// took the request and dropped it unanswered, or crashed handling it),
+    /// [`AskError::Unhandled`] (it died before handling it), or
+    /// [`AskError::ZeroTimeout`]. It is sent once, to this incarnation only;
+    /// [`ChildRef::call`](crate::supervisor::ChildRef::call) follows a
+    /// supervised child through restarts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::{Actor, ActorError, AskError, Context, ReplyTo, Runtime};
+    ///
+    /// struct Doubler;
+    /// impl Actor for Doubler {
+    ///     type Msg = (u32, ReplyTo<u32>);
+    ///     fn handle(&mut self, _: &mut Context<'_, Self>, (n, reply): Self::Msg)
+    ///         -> Result<(), ActorError> {
+    ///         if n > 0 {
+    ///             reply.reply(2 * n);
+    ///         } // else: `reply` is dropped unanswered
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    /// let doubler = rt.spawn(Doubler).unwrap();
+    /// let timeout = Duration::from_secs(5);
+    /// assert_eq!(doubler.call(|reply| (21, reply), timeout), Ok(42));
+    /// assert_eq!(doubler.call(|reply| (0, reply), timeout), Err(AskError::Dropped));
+    /// rt.shutdown();
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// On a shard thread, where blocking would stall the shard.
+    pub fn call<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(crate::ReplyTo<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
+        crate::runtime::call_blocking(self, make, timeout)
+    }
+
+    /// Sends a request and returns a future of the reply, for an async task
+    /// of any executor: awaiting it blocks no thread. `make` builds the
+    /// message around the [`ReplyTo`](crate::ReplyTo) as for
+    /// [`call`](Self::call).
+    ///
+    /// The [`ReplyFuture`](crate::ReplyFuture) has no timeout of its own
+    /// (the runtime's timers live on its shards, out of an outside task's
+    /// reach): bound it with the executor's timer, e.g.
+    /// `tokio::time::timeout(d, actor.ask_async(Msg::Get)).await`. A future
+    /// dropped before the reply (as a timeout drops it) makes the actor's
+    /// `reply` return false; the reply is counted as dropped. A request
+    /// that cannot be delivered resolves at once to `Full` or `NoProc`.
+    ///
+    /// ```
+    /// use std::future::Future;
+    /// use std::pin::pin;
+    /// use std::task::{Context as TaskContext, Poll, Waker};
+    /// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+    ///
+    /// struct Echo;
+    /// impl Actor for Echo {
+    ///     type Msg = (String, ReplyTo<String>);
+    ///     fn handle(&mut self, _: &mut Context<'_, Self>, (s, reply): Self::Msg)
+    ///         -> Result<(), ActorError> {
+    ///         reply.reply(s);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    /// let echo = rt.spawn(Echo).unwrap();
+    /// let mut reply = pin!(echo.ask_async(|reply| ("hi".to_string(), reply)));
+    /// // Any executor drives it; here, a bare poll loop (tokio: `.await`).
+    /// let mut cx = TaskContext::from_waker(Waker::noop());
+    /// let answer = loop {
+    ///     match reply.as_mut().poll(&mut cx) {
+    ///         Poll::Ready(answer) => break answer,
+    ///         Poll::Pending => std::thread::yield_now(),
+    ///     }
+    /// };
+    /// assert_eq!(answer.as_deref(), Ok("hi"));
+    /// rt.shutdown();
+    /// ```
+    pub fn ask_async<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(crate::ReplyTo<R>) -> M,
+    ) -> crate::ReplyFuture<R> {
+        let (reply, future) = crate::ReplyTo::future(self.shared.header.sched.clone(), self.id());
+        match self.try_send(make(reply)) {
+            Ok(()) => future,
+            Err(SendError::Full(_)) => crate::ReplyFuture::failed(AskError::Full),
+            Err(SendError::NoProc(_)) => crate::ReplyFuture::failed(AskError::NoProc),
+        }
     }
 
     /// Sends from a thread outside the runtime, waiting up to `timeout` for
@@ -404,6 +547,9 @@ impl<M> Clone for ActorRef<M> {
     }
 }
 
+/// Two refs are equal when they name the same incarnation: the same
+/// [`ActorId`], which includes the runtime, so refs from two runtimes of one
+/// process never compare equal.
 impl<M> PartialEq for ActorRef<M> {
     fn eq(&self, other: &Self) -> bool {
         self.shared.header.id == other.shared.header.id
@@ -411,6 +557,13 @@ impl<M> PartialEq for ActorRef<M> {
 }
 
 impl<M> Eq for ActorRef<M> {}
+
+/// Hashes the [`ActorId`], as equality compares it.
+impl<M> std::hash::Hash for ActorRef<M> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.shared.header.id.hash(state);
+    }
+}
 
 impl<M> fmt::Debug for ActorRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -443,6 +596,8 @@ impl Pid {
     }
 }
 
+/// Two pids are equal when they name the same incarnation (the same
+/// [`ActorId`], runtime included).
 impl PartialEq for Pid {
     fn eq(&self, other: &Self) -> bool {
         self.id() == other.id()
@@ -450,6 +605,13 @@ impl PartialEq for Pid {
 }
 
 impl Eq for Pid {}
+
+/// Hashes the [`ActorId`], as equality compares it.
+impl std::hash::Hash for Pid {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
 
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

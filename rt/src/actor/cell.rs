@@ -147,6 +147,7 @@ impl<A: Actor> ActorCell<A> {
         let header = &self.shared.header;
         {
             let mut ctx = Context::new(&self.shared, meta, shard);
+            let _caught = crate::runtime::CaughtCall::enter();
             if catch_unwind(AssertUnwindSafe(|| actor.stopping(&mut ctx, &reason))).is_err() {
                 tracing::error!(actor = header.name, id = %header.id, "stopping hook panicked");
             }
@@ -254,7 +255,10 @@ fn guarded(f: impl FnOnce() -> Result<(), ActorError>) -> Result<(), ActorError>
 }
 
 /// Runs `f`, turning a panic into a crash reason (`panicked: <message>`).
+/// The panic is reported through `tracing` rather than the panic hook when
+/// the runtime routes handler panics (`runtime::panics`).
 pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, ExitReason> {
+    let _caught = crate::runtime::CaughtCall::enter();
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
         let message = panic
             .downcast_ref::<&str>()

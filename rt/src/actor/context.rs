@@ -33,7 +33,37 @@ impl TimerRef {
     }
 }
 
-/// The actor's view of the runtime during one handler call.
+/// The actor's view of the runtime during one handler call: its identity,
+/// spawning, links and monitors, names, asks ([`ask`](Self::ask)), timers
+/// ([`send_after`](Self::send_after), [`send_interval`](Self::send_interval)),
+/// blocking jobs and I/O. Every method returns at once; none blocks the
+/// shard.
+///
+/// ```
+/// use std::time::Duration;
+/// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+///
+/// /// Spawns a helper on its first message and reports where both run.
+/// struct Parent;
+/// struct Helper;
+/// impl Actor for Helper {
+///     type Msg = ();
+///     fn handle(&mut self, _: &mut Context<'_, Self>, _: ()) -> Result<(), ActorError> { Ok(()) }
+/// }
+/// impl Actor for Parent {
+///     type Msg = ReplyTo<(usize, usize)>;
+///     fn handle(&mut self, ctx: &mut Context<'_, Self>, reply: Self::Msg) -> Result<(), ActorError> {
+///         let helper = ctx.spawn_link(Helper)?; // on this shard, linked
+///         reply.reply((ctx.shard(), usize::from(helper.id().shard)));
+///         Ok(())
+///     }
+/// }
+///
+/// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+/// let parent = rt.spawn(Parent).unwrap();
+/// assert_eq!(rt.call(&parent, |reply| reply, Duration::from_secs(5)), Ok((0, 0)));
+/// rt.shutdown();
+/// ```
 pub struct Context<'a, A: Actor> {
     shared: &'a Arc<Shared<A::Msg>>,
     meta: &'a mut Meta,
@@ -82,6 +112,12 @@ impl<'a, A: Actor> Context<'a, A> {
     /// idle shard steals the actor, unless it is pinned).
     pub fn shard(&self) -> usize {
         self.shard.index()
+    }
+
+    /// The number of shards in the runtime (shard indices are
+    /// `0..shards()`, for [`SpawnOptions::shard`]).
+    pub fn shards(&self) -> usize {
+        self.shard.sched().config.shards
     }
 
     /// Charges `n` more reductions for long work, so the actor yields its
@@ -224,14 +260,65 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Asks `target` for a reply without blocking the shard: `request`
     /// builds the message around a [`ReplyTo`], and the reply (or
-    /// [`AskError::Timeout`] after `timeout`) comes back to this actor as the
-    /// message `on_reply` makes of it.
+    /// [`AskError::Timeout`] after `timeout`, or [`AskError::Dropped`] when
+    /// the target drops the `ReplyTo` unanswered) comes back to this actor,
+    /// through its system lane, as the message `on_reply` makes of it.
+    /// `on_reply` runs once, on the thread that settles the ask; it may be
+    /// a variant constructor (`Msg::Answer`) or a closure that carries what
+    /// the answer needs, such as a request id.
+    ///
+    /// An `Err` means the request was not sent (`on_reply` never runs):
+    /// [`AskError::ZeroTimeout`], [`AskError::TimersFull`], or the target's
+    /// [`AskError::Full`] / [`AskError::NoProc`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::{Actor, ActorError, ActorRef, AskError, Context, ReplyTo, Runtime};
+    ///
+    /// struct Doubler;
+    /// impl Actor for Doubler {
+    ///     type Msg = (u64, ReplyTo<u64>);
+    ///     fn handle(&mut self, _: &mut Context<'_, Self>, (n, reply): Self::Msg) -> Result<(), ActorError> {
+    ///         reply.reply(2 * n);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// enum Msg { Go(u64, ReplyTo<(u64, u64)>), Doubled(u64, Result<u64, AskError>, ReplyTo<(u64, u64)>) }
+    ///
+    /// struct Client { doubler: ActorRef<(u64, ReplyTo<u64>)> }
+    /// impl Actor for Client {
+    ///     type Msg = Msg;
+    ///     fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         match msg {
+    ///             // The closure carries the request id and the outer ReplyTo.
+    ///             Msg::Go(id, caller) => ctx.ask(
+    ///                 &self.doubler,
+    ///                 |reply| (id * 10, reply),
+    ///                 Duration::from_secs(5),
+    ///                 move |answer| Msg::Doubled(id, answer, caller),
+    ///             )?,
+    ///             Msg::Doubled(id, answer, caller) => {
+    ///                 caller.reply((id, answer?));
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    /// let doubler = rt.spawn(Doubler).unwrap();
+    /// let client = rt.spawn(Client { doubler }).unwrap();
+    /// let answer = rt.call(&client, |reply| Msg::Go(7, reply), Duration::from_secs(5));
+    /// assert_eq!(answer, Ok((7, 140)));
+    /// rt.shutdown();
+    /// ```
     pub fn ask<N, R>(
         &mut self,
         target: &ActorRef<N>,
         request: impl FnOnce(ReplyTo<R>) -> N,
         timeout: Duration,
-        on_reply: fn(Result<R, AskError>) -> A::Msg,
+        on_reply: impl FnOnce(Result<R, AskError>) -> A::Msg + Send + 'static,
     ) -> Result<(), AskError>
     where
         N: Send + 'static,
@@ -244,7 +331,7 @@ impl<'a, A: Actor> Context<'a, A> {
         let action = TimerAction::AskTimeout(sink.clone());
         let key = self.shard.add_timer(timeout, action).map_err(|_| AskError::TimersFull)?;
         sink.set_timer((self.shard.index(), key));
-        match target.try_send(request(ReplyTo::new(sink.clone()))) {
+        match target.try_send(request(ReplyTo::new(sink.clone(), Some(target.id())))) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The request never reached the target: settle the ask so
@@ -255,7 +342,39 @@ impl<'a, A: Actor> Context<'a, A> {
         }
     }
 
-    /// Sends `msg` to `target` after `delay`.
+    /// Sends `msg` to `target` after `delay` (rounded up to the timer tick),
+    /// unless the returned [`TimerRef`] is cancelled first. The message goes
+    /// to the target's user lane; if that is full or the target is dead when
+    /// the timer fires, the message is dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+    ///
+    /// enum Msg { Start(ReplyTo<&'static str>), Ring(ReplyTo<&'static str>) }
+    ///
+    /// struct Alarm;
+    /// impl Actor for Alarm {
+    ///     type Msg = Msg;
+    ///     fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         match msg {
+    ///             // A ReplyTo is not Clone, and need not be: the timer sends it once.
+    ///             Msg::Start(reply) => {
+    ///                 ctx.send_after(&ctx.myself(), Msg::Ring(reply), Duration::from_millis(5))?;
+    ///             }
+    ///             Msg::Ring(reply) => {
+    ///                 reply.reply("ring");
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    /// let alarm = rt.spawn(Alarm).unwrap();
+    /// assert_eq!(rt.call(&alarm, Msg::Start, Duration::from_secs(5)), Ok("ring"));
+    /// rt.shutdown();
+    /// ```
     pub fn send_after<N: Send + 'static>(
         &mut self,
         target: &ActorRef<N>,
@@ -267,19 +386,66 @@ impl<'a, A: Actor> Context<'a, A> {
         self.set_timer(delay, |cancelled| TimerAction::once(cancelled, fire))
     }
 
-    /// Sends a clone of `msg` to `target` every `period`, until cancelled or
-    /// the target dies.
-    pub fn send_interval<N: Clone + Send + 'static>(
+    /// Sends `target` the message `make` builds, every `period`, until the
+    /// returned [`TimerRef`] is cancelled or the target dies. `make` runs on
+    /// this shard each time the timer fires, so the message type need not be
+    /// `Clone` (`|| Msg::Tick` for a plain tick, `move || msg.clone()` to
+    /// repeat a value). A tick that finds the target's user lane full is
+    /// dropped and the interval goes on; a shard that falls a whole period
+    /// behind skips the missed ticks rather than bursting.
+    ///
+    /// A zero `period` is refused with [`RuntimeError::Config`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::actor::TimerRef;
+    /// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+    ///
+    /// enum Msg { Tick, WhenThree(ReplyTo<u32>) }
+    ///
+    /// #[derive(Default)]
+    /// struct Metronome { ticks: u32, timer: Option<TimerRef>, waiting: Option<ReplyTo<u32>> }
+    /// impl Actor for Metronome {
+    ///     type Msg = Msg;
+    ///     fn started(&mut self, ctx: &mut Context<'_, Self>) -> Result<(), ActorError> {
+    ///         let me = ctx.myself();
+    ///         self.timer = Some(ctx.send_interval(&me, || Msg::Tick, Duration::from_millis(1))?);
+    ///         Ok(())
+    ///     }
+    ///     fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         match msg {
+    ///             Msg::Tick => self.ticks += 1,
+    ///             Msg::WhenThree(reply) => self.waiting = Some(reply),
+    ///         }
+    ///         if self.ticks >= 3 {
+    ///             if let Some(reply) = self.waiting.take() {
+    ///                 if let Some(timer) = self.timer.take() {
+    ///                     ctx.cancel_timer(&timer);
+    ///                 }
+    ///                 reply.reply(self.ticks);
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    /// let metronome = rt.spawn(Metronome::default()).unwrap();
+    /// let ticks = rt.call(&metronome, Msg::WhenThree, Duration::from_secs(5)).unwrap();
+    /// assert!(ticks >= 3);
+    /// rt.shutdown();
+    /// ```
+    pub fn send_interval<N: Send + 'static>(
         &mut self,
         target: &ActorRef<N>,
-        msg: N,
+        mut make: impl FnMut() -> N + Send + 'static,
         period: Duration,
     ) -> Result<TimerRef, RuntimeError> {
         if period.is_zero() {
             return Err(RuntimeError::Config("send_interval needs a non-zero period".into()));
         }
         let target = target.clone();
-        let fire = move || match target.try_send(msg.clone()) {
+        let fire = move || match target.try_send(make()) {
             Err(SendError::NoProc(_)) => Err(()),
             _ => Ok(()),
         };
@@ -333,11 +499,12 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Runs `job` on the runtime's blocking threads (for work with no
     /// asynchronous form: a synchronous device wait, a foreign call) and
-    /// delivers its result to this actor as the message `on_done` makes.
+    /// delivers its result to this actor as the message `on_done` makes
+    /// (a variant constructor, or a closure carrying what the result needs).
     pub fn spawn_blocking<R: Send + 'static>(
         &mut self,
         job: impl FnOnce() -> R + Send + 'static,
-        on_done: fn(R) -> A::Msg,
+        on_done: impl FnOnce(R) -> A::Msg + Send + 'static,
     ) -> Result<(), RuntimeError> {
         let me = self.myself();
         self.shard.sched().blocking().submit(Box::new(move || {
@@ -359,7 +526,11 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Each result waits in the system lane until handled, so keep fewer
     /// operations in flight per actor than its system capacity (128 by
     /// default): a result that finds the lane full is dropped and counted.
-    pub fn io(&mut self, op: IoOp, on_done: fn(IoResult) -> A::Msg) -> Result<(), IoError> {
+    pub fn io(
+        &mut self,
+        op: IoOp,
+        on_done: impl FnOnce(IoResult) -> A::Msg + Send + 'static,
+    ) -> Result<(), IoError> {
         let me = self.myself();
         let done: Completion = Box::new(move |result| {
             let msg = on_done(result);
@@ -419,12 +590,12 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Counts a supervisor's restart of a child on this shard.
     pub(crate) fn count_restart(&self) {
-        self.shard.sched().counters().add(crate::runtime::Counter::Restarts, 1);
+        self.shard.sched().counters().add(crate::runtime::Metric::Restarts, 1);
     }
 
     /// Counts a supervisor giving up (restart intensity reached).
     pub(crate) fn count_escalation(&self) {
-        self.shard.sched().counters().add(crate::runtime::Counter::Escalations, 1);
+        self.shard.sched().counters().add(crate::runtime::Metric::Escalations, 1);
     }
 
     /// Delivers a signal to this actor's own system lane.

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 pub use addr::{ActorRef, Pid};
 pub(crate) use addr::{Header, RunPtr, Shared, Signal, SysSignal};
-pub use ask::ReplyTo;
-pub(crate) use ask::{Expire, ThreadSink};
+pub(crate) use ask::{Draining, Expire, ThreadSink};
+pub use ask::{ReplyFuture, ReplyTo};
 pub(crate) use cell::{ActorCell, Runnable, TurnOutcome, catch};
 pub use context::{Context, TimerRef};
 
@@ -32,6 +32,40 @@ pub use context::{Context, TimerRef};
 /// spawns, links, monitors, asks and sets timers. Returning `Err` from
 /// [`started`](Actor::started) or [`handle`](Actor::handle) crashes the
 /// actor with that error as its exit reason; so does a panic.
+///
+/// A minimal actor: a counter that answers a query through a [`ReplyTo`].
+///
+/// ```
+/// use std::time::Duration;
+/// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+///
+/// struct Counter(u64);
+///
+/// enum Msg {
+///     Add(u64),
+///     Get(ReplyTo<u64>),
+/// }
+///
+/// impl Actor for Counter {
+///     type Msg = Msg;
+///     fn handle(&mut self, _ctx: &mut Context<'_, Self>, msg: Msg) -> Result<(), ActorError> {
+///         match msg {
+///             Msg::Add(n) => self.0 += n,
+///             Msg::Get(reply) => {
+///                 reply.reply(self.0);
+///             }
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+/// let counter = rt.spawn(Counter(0)).unwrap();
+/// counter.try_send(Msg::Add(40)).unwrap();
+/// counter.try_send(Msg::Add(2)).unwrap();
+/// assert_eq!(rt.call(&counter, Msg::Get, Duration::from_secs(5)), Ok(42));
+/// rt.shutdown();
+/// ```
 pub trait Actor: Sized + Send + 'static {
     /// The messages this actor handles.
     type Msg: Send + 'static;
@@ -79,14 +113,21 @@ pub trait Actor: Sized + Send + 'static {
     }
 }
 
-/// Where an actor lives: node, shard, slot and the slot's generation.
+/// Where an actor lives: node, runtime, shard, slot and the slot's generation.
 ///
 /// Two incarnations that reuse a slot differ in generation, so an id names
-/// one actor for all time. Displayed as `<node.shard.slot.generation>`.
+/// one actor for all time; two runtimes of one process differ in `runtime`
+/// (each [`Runtime`](crate::Runtime) takes a number of its own when it is
+/// built), so actors of two runtimes never share an id, and
+/// [`ActorRef`]s and [`Pid`]s of different runtimes never compare equal.
+/// Displayed as `<node.runtime.shard.slot.generation>`, e.g. `<0.1.0.42.0>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ActorId {
     /// The node (process) in the cluster; 0 for a single node.
     pub node: u16,
+    /// The runtime within the process ([`Runtime::id`](crate::Runtime::id)):
+    /// numbered from 1 in the order runtimes are built, never reused.
+    pub runtime: u32,
     /// The shard whose slot table holds the actor.
     pub shard: u16,
     /// The slot in that table.
@@ -97,7 +138,8 @@ pub struct ActorId {
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{}.{}.{}.{}>", self.node, self.shard, self.slot, self.generation)
+        let ActorId { node, runtime, shard, slot, generation } = self;
+        write!(f, "<{node}.{runtime}.{shard}.{slot}.{generation}>")
     }
 }
 
@@ -160,6 +202,37 @@ impl fmt::Debug for ExitReason {
 /// Any `std::error::Error` converts into it with `?`; [`ActorError::exit`]
 /// stops the actor with a chosen reason (`ExitReason::Normal` for a clean
 /// stop).
+///
+/// # Into other error types
+///
+/// `ActorError` is not itself a `std::error::Error`, for the reason
+/// `anyhow::Error` is not: that impl would collide with the `?` conversion
+/// from every error above (Rust's blanket `From<T> for T`). It goes the
+/// other way instead:
+///
+/// - `?` in a function returning `Box<dyn Error>` (or
+///   `Box<dyn Error + Send + Sync>`) converts it;
+/// - [`into_error`](Self::into_error) (or `ExitError::from`) gives an
+///   [`ExitError`](crate::error::ExitError), which is a
+///   `std::error::Error + Send + Sync + 'static` for `anyhow`, `thiserror`
+///   sources and the like: `.map_err(ActorError::into_error)?`.
+///
+/// ```
+/// use std::error::Error;
+/// use zbmd_rt::{ActorError, ExitReason};
+///
+/// fn check(n: u32) -> Result<u32, ActorError> {
+///     if n == 0 { Err(ActorError::msg("zero")) } else { Ok(n) }
+/// }
+///
+/// fn caller() -> Result<u32, Box<dyn Error + Send + Sync>> {
+///     Ok(check(0)?)
+/// }
+///
+/// assert_eq!(caller().unwrap_err().to_string(), "zero");
+/// let error = check(0).map_err(ActorError::into_error).unwrap_err();
+/// assert_eq!(error.reason(), &ExitReason::error("zero"));
+/// ```
 pub struct ActorError(pub(crate) ExitReason);
 
 impl ActorError {
@@ -177,6 +250,12 @@ impl ActorError {
     pub fn reason(&self) -> &ExitReason {
         &self.0
     }
+
+    /// This failure as a `std::error::Error`, for code outside a handler
+    /// (`anyhow`, an error enum's source).
+    pub fn into_error(self) -> crate::error::ExitError {
+        crate::error::ExitError::new(self.0)
+    }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActorError {
@@ -188,6 +267,26 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ActorError {
 impl fmt::Debug for ActorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ActorError({})", self.0)
+    }
+}
+
+/// As [`ExitError`](crate::error::ExitError) displays it: a crash's own
+/// message, or the exit reason.
+impl fmt::Display for ActorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::error::display_exit(&self.0, f)
+    }
+}
+
+impl From<ActorError> for Box<dyn std::error::Error + Send + Sync + 'static> {
+    fn from(error: ActorError) -> Self {
+        Box::new(error.into_error())
+    }
+}
+
+impl From<ActorError> for Box<dyn std::error::Error + 'static> {
+    fn from(error: ActorError) -> Self {
+        Box::new(error.into_error())
     }
 }
 

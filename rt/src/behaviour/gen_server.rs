@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use crate::actor::{Actor, ActorError, ActorId, ActorRef, Context, Down, ExitReason, Pid, ReplyTo};
 use crate::error::{AskError, RuntimeError, SendError};
-use crate::runtime::{Runtime, SpawnOptions};
+use crate::runtime::{RuntimeHandle, SpawnOptions};
 
 /// The context a [`GenServer`]'s callbacks get: the wrapping actor's
 /// [`Context`], with everything an actor can do (send, spawn, link,
@@ -149,7 +149,7 @@ pub trait GenServer: Sized + Send + 'static {
 
     /// OTP's `terminate/2`: runs once when the server stops, for whatever
     /// reason (normal, shutdown, killed, a crash), with that reason. Calls
-    /// still queued are answered [`AskError::Dropped`] after it returns.
+    /// still queued are answered [`AskError::Unhandled`] after it returns.
     fn terminate(&mut self, ctx: &mut ServerContext<'_, Self>, reason: &ExitReason) {
         let _ = (ctx, reason);
     }
@@ -191,9 +191,10 @@ impl<G: GenServer> Server<G> {
         Server(server)
     }
 
-    /// Spawns `server` on the runtime (round robin over its shards).
-    pub fn start(rt: &Runtime, server: G) -> Result<ServerRef<G>, RuntimeError> {
-        rt.spawn(Server(server)).map(ServerRef::from)
+    /// Spawns `server` on the runtime (round robin over its shards), from
+    /// the [`Runtime`](crate::Runtime) or any of its [`RuntimeHandle`]s.
+    pub fn start(rt: &impl AsRef<RuntimeHandle>, server: G) -> Result<ServerRef<G>, RuntimeError> {
+        rt.as_ref().spawn(Server(server)).map(ServerRef::from)
     }
 
     /// Spawns `server` from inside an actor, on that actor's shard,
@@ -271,7 +272,8 @@ impl<G: GenServer> ServerRef<G> {
     ///
     /// Errors: [`AskError::Timeout`] when no reply came in time (a late
     /// reply is dropped and counted), [`AskError::Dropped`] when the server
-    /// crashed or dropped the request unanswered, [`AskError::NoProc`] when
+    /// crashed or dropped the request unanswered, [`AskError::Unhandled`]
+    /// when it stopped with the request still queued, [`AskError::NoProc`] when
     /// it is dead, [`AskError::Full`] when its mailbox is full,
     /// [`AskError::ZeroTimeout`] for a zero timeout.
     ///
@@ -280,22 +282,19 @@ impl<G: GenServer> ServerRef<G> {
     /// On a shard thread, where blocking would stall every actor of the
     /// shard: actors use [`ask`](Self::ask).
     pub fn call(&self, request: G::Call, timeout: Duration) -> Result<G::Reply, AskError> {
-        crate::runtime::call_blocking(
-            |msg| self.actor.try_send(msg),
-            |from| ServerMsg::Call(request, from),
-            timeout,
-        )
+        crate::runtime::call_blocking(&self.actor, |from| ServerMsg::Call(request, from), timeout)
     }
 
     /// Calls the server from an actor without blocking its shard: the
     /// reply (or the error, as for [`call`](Self::call)) comes back later
-    /// as the message `on_reply` makes of it, like [`Context::ask`].
+    /// as the message `on_reply` makes of it, like [`Context::ask`]
+    /// (`on_reply` may be a closure that carries a request id).
     pub fn ask<A: Actor>(
         &self,
         ctx: &mut Context<'_, A>,
         request: G::Call,
         timeout: Duration,
-        on_reply: fn(Result<G::Reply, AskError>) -> A::Msg,
+        on_reply: impl FnOnce(Result<G::Reply, AskError>) -> A::Msg + Send + 'static,
     ) -> Result<(), AskError> {
         ctx.ask(&self.actor, |from| ServerMsg::Call(request, from), timeout, on_reply)
     }

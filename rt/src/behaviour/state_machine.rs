@@ -89,7 +89,7 @@ use crate::actor::{
     Actor, ActorError, ActorId, ActorRef, Context, Down, ExitReason, Pid, ReplyTo, TimerRef,
 };
 use crate::error::{AskError, RuntimeError, SendError};
-use crate::runtime::{Runtime, SpawnOptions};
+use crate::runtime::{RuntimeHandle, SpawnOptions};
 use crate::timer::TimerError;
 
 /// Postponed events a machine holds: as deep as an actor's default
@@ -588,13 +588,15 @@ impl<M: StateMachine> Machine<M> {
         }
     }
 
-    /// Spawns the machine on the runtime (round robin over its shards).
+    /// Spawns the machine on the runtime (round robin over its shards),
+    /// from the [`Runtime`](crate::Runtime) or any of its
+    /// [`RuntimeHandle`]s.
     pub fn start(
-        rt: &Runtime,
+        rt: &impl AsRef<RuntimeHandle>,
         machine: M,
         initial: M::State,
     ) -> Result<MachineRef<M>, RuntimeError> {
-        rt.spawn(Machine::new(machine, initial)).map(MachineRef::from)
+        rt.as_ref().spawn(Machine::new(machine, initial)).map(MachineRef::from)
     }
 
     /// Spawns the machine from inside an actor, on that actor's shard,
@@ -814,22 +816,18 @@ impl<M: StateMachine> MachineRef<M> {
     ///
     /// On a shard thread; actors use [`ask`](Self::ask).
     pub fn call(&self, event: M::Event, timeout: Duration) -> Result<M::Reply, StateMachineError> {
-        crate::runtime::call_blocking(
-            |msg| self.actor.try_send(msg),
-            |from| MachineMsg::Call(event, from),
-            timeout,
-        )?
+        crate::runtime::call_blocking(&self.actor, |from| MachineMsg::Call(event, from), timeout)?
     }
 
     /// Sends an event from an actor; the answer comes back as the message
     /// `on_reply` makes of it ([`StateMachineError::flatten`] turns it into
-    /// one `Result`).
+    /// one `Result`). `on_reply` may be a closure, as for [`Context::ask`].
     pub fn ask<A: Actor>(
         &self,
         ctx: &mut Context<'_, A>,
         event: M::Event,
         timeout: Duration,
-        on_reply: fn(MachineAnswer<M>) -> A::Msg,
+        on_reply: impl FnOnce(MachineAnswer<M>) -> A::Msg + Send + 'static,
     ) -> Result<(), AskError> {
         ctx.ask(&self.actor, |from| MachineMsg::Call(event, from), timeout, on_reply)
     }
@@ -837,11 +835,7 @@ impl<M: StateMachine> MachineRef<M> {
     /// The current state and counters (blocking, from outside the runtime;
     /// actors ask with [`MachineMsg::Status`]).
     pub fn status(&self, timeout: Duration) -> Result<Status<M::State>, StateMachineError> {
-        Ok(crate::runtime::call_blocking(
-            |msg| self.actor.try_send(msg),
-            MachineMsg::Status,
-            timeout,
-        )?)
+        Ok(crate::runtime::call_blocking(&self.actor, MachineMsg::Status, timeout)?)
     }
 
     /// The current state (blocking, as [`status`](Self::status)).
@@ -898,6 +892,7 @@ impl<M: StateMachine> fmt::Debug for MachineRef<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Runtime;
 
     #[derive(Debug, Clone, PartialEq)]
     enum S {

@@ -10,7 +10,7 @@ use crossbeam_utils::CachePadded;
 
 use super::{ENV_VAR, FaultPlan, FaultPlanError, GOLDEN_GAMMA, mix64, unit};
 use crate::error::RuntimeError;
-use crate::runtime::{Counter, Scheduler};
+use crate::runtime::{Metric, Scheduler};
 
 /// The runtime's fault state, shared by every handle and read by the
 /// shards: the plan (with its seed chosen) and the sites' counters.
@@ -69,7 +69,7 @@ impl Injector {
         if fires {
             site.fires.fetch_add(1, Ordering::Relaxed);
             if let Some(sched) = sched {
-                sched.counters().add(Counter::FaultsSite, 1);
+                sched.counters().add(Metric::FaultsSite, 1);
             }
         }
         fires

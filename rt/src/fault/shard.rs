@@ -11,7 +11,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use super::{DelayDistribution, FaultPlan, GOLDEN_GAMMA, INJECTED_CRASH, mix64, unit};
 use crate::actor::{ExitReason, Shared, Signal};
 use crate::error::SendError;
-use crate::runtime::{Counter, ShardCtx, TimerAction};
+use crate::runtime::{Metric, ShardCtx, TimerAction};
 
 /// One shard's message faults: its generator and the plan's thresholds.
 pub(crate) struct ShardFaults {
@@ -101,12 +101,12 @@ pub(crate) fn apply<M: Send + 'static>(
         Fault::None => Verdict::Deliver(msg),
         Fault::Crash => {
             let reason = ExitReason::Error(faults.crash_reason.clone());
-            shard.count(Counter::FaultsCrash);
+            shard.count(Metric::FaultsCrash);
             drop(msg);
             Verdict::Crash(reason)
         }
         Fault::Drop => {
-            shard.count(Counter::FaultsDrop);
+            shard.count(Metric::FaultsDrop);
             drop(msg);
             Verdict::Consumed
         }
@@ -119,8 +119,8 @@ pub(crate) fn apply<M: Send + 'static>(
             let action = TimerAction::once(Arc::new(AtomicBool::new(false)), redeliver);
             // A full timer wheel drops the action, and the message with it.
             let counter = match shard.add_timer(delay, action) {
-                Ok(_) => Counter::FaultsDelay,
-                Err(_) => Counter::FaultsDrop,
+                Ok(_) => Metric::FaultsDelay,
+                Err(_) => Metric::FaultsDrop,
             };
             shard.count(counter);
             Verdict::Consumed
@@ -135,7 +135,7 @@ pub(crate) fn apply<M: Send + 'static>(
 fn redeliver<M: Send + 'static>(target: &Shared<M>, msg: M) {
     match target.push_signal(Signal::Reply(msg)) {
         Ok(()) => {}
-        Err(SendError::Full(_)) => target.header.sched.counters().add(Counter::FaultsDrop, 1),
+        Err(SendError::Full(_)) => target.header.sched.counters().add(Metric::FaultsDrop, 1),
         Err(SendError::NoProc(_)) => target.header.sched.count_dead_letter(),
     }
 }

@@ -27,20 +27,25 @@
 //! ```
 
 mod blocking;
+mod handle;
 mod local;
 mod metrics;
+mod panics;
 mod registry;
 mod scheduler;
 mod shard;
 mod timers;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use handle::RuntimeHandle;
 pub use local::on_shard_thread;
-pub use metrics::{Counter, MetricsSnapshot};
+pub use metrics::{Metric, MetricsSnapshot};
+pub(crate) use panics::CaughtCall;
+pub use panics::HandlerPanics;
 pub(crate) use scheduler::Scheduler;
 pub(crate) use shard::ShardCtx;
 pub(crate) use timers::TimerAction;
@@ -50,7 +55,7 @@ use crate::error::{AskError, RuntimeError};
 use crate::fault::{FaultInjector, FaultPlan, Injector};
 use crate::io::{IoBackendKind, MAX_IO_IN_FLIGHT};
 use crate::sync::{deque, park, spsc};
-use crate::topology::{self, CpuSet, Placement, ShardPlacement, Topology};
+use crate::topology::{self, CpuClaim, CpuSet, Placement, ShardPlacement, Topology};
 use blocking::BlockingPool;
 use local::LocalQueues;
 use scheduler::ShardShared;
@@ -116,10 +121,55 @@ pub const DEFAULT_POOL_CLASSES: [(usize, usize); 7] = [
 /// is reserved for the runtime itself).
 pub const MAX_SHARDS: usize = 1024;
 
+/// Actors per shard in the embedding preset ([`RuntimeBuilder::embedded`]):
+/// room for a few worker pools and their supervisors, at a slot table of
+/// about 64 KiB.
+pub const EMBEDDED_MAX_ACTORS_PER_SHARD: usize = 1 << 10;
+/// The embedding preset's pool classes: [`DEFAULT_POOL_CLASSES`] cut down to
+/// the preset's 1 Ki actors (a cell and both mailbox lanes for each, 256
+/// large signal lanes, 16 message buffers of 64 KiB and 2 of 1 MiB), about
+/// 20 MiB of address space, backed only as it is used.
+pub const EMBEDDED_POOL_CLASSES: [(usize, usize); 7] = [
+    (256, 1 << 10),
+    (1 << 10, 1 << 10),
+    (4 << 10, 1 << 10),
+    (8 << 10, 1 << 10),
+    (16 << 10, 1 << 8),
+    (64 << 10, 1 << 4),
+    (1 << 20, 1 << 1),
+];
+/// Pending timers in the embedding preset: four per actor.
+pub const EMBEDDED_TIMER_CAPACITY: usize = 1 << 12;
+/// Queued blocking jobs in the embedding preset, for its one blocking thread.
+pub const EMBEDDED_BLOCKING_QUEUE: usize = 64;
+/// I/O operations in flight in the embedding preset: enough for a few
+/// files at a time, with a small ring.
+pub const EMBEDDED_MAX_IO_IN_FLIGHT: usize = 32;
+/// The longest runtime name ([`RuntimeBuilder::name`]), in bytes.
+pub const MAX_RUNTIME_NAME_LEN: usize = 64;
+
+/// The next runtime's id: ids are unique in the process, handed out from 1
+/// in build order and never reused (see [`Runtime::id`]).
+static NEXT_RUNTIME_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Takes the next runtime id, or fails once the ids are spent (after about
+/// four billion runtimes in one process).
+fn next_runtime_id() -> Result<u32, RuntimeError> {
+    NEXT_RUNTIME_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+        .map_err(|_| RuntimeError::RuntimeIdsExhausted)
+}
+
 /// The runtime's settings, fixed at build time.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) node: u16,
+    /// This runtime's id in the process, taken by `build`.
+    pub(crate) runtime: u32,
+    /// The name the builder gave, for metrics and logs.
+    pub(crate) name: Option<String>,
+    /// How handler panics are reported.
+    pub(crate) handler_panics: HandlerPanics,
     pub(crate) shards: usize,
     pub(crate) mailbox_capacity: usize,
     pub(crate) system_capacity: usize,
@@ -164,6 +214,64 @@ pub struct SpawnOptions {
 }
 
 /// Builds a [`Runtime`]: `Runtime::builder().shards(4).build()?`.
+///
+/// # What the defaults cost
+///
+/// `Runtime::builder().build()` is made for a machine the runtime owns: one
+/// shard per CPU the process may run on, each pinned to its CPU and sized
+/// for [`DEFAULT_MAX_ACTORS_PER_SHARD`] (64 Ki) actors. Measured in a fresh
+/// process (`benches/benches/runtime_footprint.rs`; the figures, machine
+/// and method are in `bench_results/runtime_footprint.md`):
+///
+/// | | default, 2 CPUs | default, 16 CPUs (modelled) | [`embedded`](Self::embedded) |
+/// |---|---|---|---|
+/// | shards | 2 | 16 | 1, unpinned |
+/// | threads | 6 | 20 | 2 |
+/// | address space | 1.05 GiB | 6.6 GiB | 153 MiB |
+/// | resident | 28 MiB | 553 MiB | 1 MiB |
+/// | `build` | 15-55 ms | 150 ms | 1.1 ms |
+///
+/// - **Threads**: one per shard, plus [`DEFAULT_BLOCKING_THREADS`] (4)
+///   blocking threads, plus 2 I/O threads per shard where io_uring is
+///   unavailable.
+/// - **Address space**: each shard reserves 324 MiB of memory pools
+///   ([`DEFAULT_POOL_CLASSES`]), backed only as it is used; each new thread
+///   gets a glibc malloc arena of up to 64 MiB of address space (kept by the
+///   process after shutdown, and reused by later threads).
+/// - **Resident memory**: the queues and tables written at build. Each
+///   shard's injection queue has room for every actor of the runtime, so
+///   together they grow with the square of the shard count: 6 MiB for 2
+///   shards, 384 MiB for 16.
+/// - **Start**: `build` reads the topology, reserves the pools, writes the
+///   queues and starts the threads: tens of milliseconds on a small
+///   machine, about 150 ms for 16 shards.
+///
+/// A program that embeds the runtime (a library, a service with its own
+/// threads) wants [`embedded`](Self::embedded) instead, or its own limits:
+/// [`shards`](Self::shards), [`pin`](Self::pin),
+/// [`max_actors_per_shard`](Self::max_actors_per_shard),
+/// [`memory`](Self::memory), [`blocking_threads`](Self::blocking_threads).
+///
+/// ```
+/// use zbmd_rt::{Actor, ActorError, Context, Runtime};
+///
+/// struct Log(Vec<String>);
+/// impl Actor for Log {
+///     type Msg = String;
+///     fn handle(&mut self, _: &mut Context<'_, Self>, line: String) -> Result<(), ActorError> {
+///         self.0.push(line);
+///         Ok(())
+///     }
+/// }
+///
+/// // One unpinned shard, small pools, one blocking thread; then a name for
+/// // the metrics, and a bigger mailbox than the preset's default.
+/// let rt = Runtime::builder().embedded().name("logger").mailbox_capacity(1024).build().unwrap();
+/// let log = rt.spawn(Log(Vec::new())).unwrap();
+/// log.try_send("started".to_string()).unwrap();
+/// assert!(rt.metrics().to_prometheus().contains("runtime_name=\"logger\""));
+/// rt.shutdown();
+/// ```
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
     shards: Option<usize>,
@@ -171,6 +279,7 @@ pub struct RuntimeBuilder {
     topology: Option<Topology>,
     allowed: Option<CpuSet>,
     pin: bool,
+    exclusive_cpus: bool,
     fault_plan: Option<FaultPlan>,
     memory: ShardPoolsBuilder,
     config: Config,
@@ -184,10 +293,14 @@ impl Default for RuntimeBuilder {
             topology: None,
             allowed: None,
             pin: true,
+            exclusive_cpus: false,
             fault_plan: None,
             memory: ShardPools::builder().classes(DEFAULT_POOL_CLASSES),
             config: Config {
                 node: 0,
+                runtime: 0,
+                name: None,
+                handler_panics: HandlerPanics::Tracing,
                 shards: 0,
                 mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
                 system_capacity: DEFAULT_SYSTEM_CAPACITY,
@@ -253,9 +366,112 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Whether `build` refuses to pin a shard onto a CPU that another live
+    /// runtime of this process has pinned a shard to (default false).
+    ///
+    /// Every pinned runtime records its CPUs in a process-wide table
+    /// ([`topology::pinned_cpus`]) until it stops. By default a runtime
+    /// whose CPUs overlap another's is built anyway, with a `tracing`
+    /// warning naming the CPUs and the other runtime, and reports the
+    /// overlap in [`Runtime::shared_cpus`] and the `zbmd_shared_cpus`
+    /// gauge: the two runtimes' shards then take turns on those cores,
+    /// which is slower but correct. With `exclusive_cpus(true)`, `build`
+    /// fails with [`RuntimeError::CpusInUse`] instead. Unpinned runtimes
+    /// (`pin(false)`, [`embedded`](Self::embedded)) claim no CPUs and are
+    /// never refused.
+    ///
+    /// Warning is the default because refusing would turn runtimes that
+    /// merely overlap in time into failures that depend on timing: `cargo
+    /// test` runs a crate's tests on parallel threads of one process, and
+    /// two tests that each build a default (pinned) runtime would fail or
+    /// pass depending on which started first. A deployment that must own
+    /// its cores turns the refusal on.
+    ///
+    /// ```
+    /// use zbmd_rt::topology::CpuSet;
+    /// use zbmd_rt::{Runtime, RuntimeError};
+    ///
+    /// let cpu = CpuSet::current_affinity().unwrap().first().unwrap();
+    /// let one: CpuSet = CpuSet::from_cpus([cpu]).unwrap();
+    /// let first = Runtime::builder().shards(1).allowed_cpus(one).build().unwrap();
+    /// let second = Runtime::builder().shards(1).allowed_cpus(one).exclusive_cpus(true).build();
+    /// assert!(matches!(second, Err(RuntimeError::CpusInUse { .. })));
+    /// first.shutdown(); // releases the CPU
+    /// let third = Runtime::builder().shards(1).allowed_cpus(one).exclusive_cpus(true).build();
+    /// assert!(third.is_ok());
+    /// ```
+    pub fn exclusive_cpus(mut self, exclusive: bool) -> Self {
+        self.exclusive_cpus = exclusive;
+        self
+    }
+
+    /// A name for the runtime (default none): the `runtime_name` label of
+    /// its Prometheus series ([`MetricsSnapshot::to_prometheus`]) and a
+    /// field of its start and stop logs. 1 to [`MAX_RUNTIME_NAME_LEN`]
+    /// bytes of ASCII letters, digits, `_`, `.` and `-`, so it needs no
+    /// escaping; `build` fails with [`RuntimeError::Config`] otherwise.
+    /// Names need not be unique: [`Runtime::id`] is.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// The embedding preset: a runtime that lives inside a larger program
+    /// and costs it little. One shard, unpinned (so it claims no CPU and
+    /// lets the OS schedule it among the program's threads), one blocking
+    /// thread, [`EMBEDDED_MAX_ACTORS_PER_SHARD`] actors with pools cut to
+    /// match ([`EMBEDDED_POOL_CLASSES`]), [`EMBEDDED_TIMER_CAPACITY`]
+    /// timers, [`EMBEDDED_BLOCKING_QUEUE`] queued blocking jobs and
+    /// [`EMBEDDED_MAX_IO_IN_FLIGHT`] I/O operations in flight. Every other
+    /// setting keeps its default. The figures it costs, next to the
+    /// defaults', are in the [`RuntimeBuilder`] docs.
+    ///
+    /// Settings called after `embedded()` override it; settings called
+    /// before are overwritten where the preset sets them (the pool classes
+    /// only, of the memory settings).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+    ///
+    /// struct Echo;
+    /// impl Actor for Echo {
+    ///     type Msg = (String, ReplyTo<String>);
+    ///     fn handle(&mut self, _: &mut Context<'_, Self>, (text, reply): Self::Msg) -> Result<(), ActorError> {
+    ///         reply.reply(text);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().embedded().name("echo").build().unwrap();
+    /// assert_eq!(rt.shards(), 1);
+    /// assert!(rt.pinned_cpus().is_empty());
+    /// let echo = rt.spawn(Echo).unwrap();
+    /// let answer = rt.call(&echo, |reply| ("hi".to_string(), reply), Duration::from_secs(5));
+    /// assert_eq!(answer.as_deref(), Ok("hi"));
+    /// rt.shutdown();
+    /// ```
+    pub fn embedded(mut self) -> Self {
+        self.memory = self.memory.classes(EMBEDDED_POOL_CLASSES);
+        self.shards(1)
+            .pin(false)
+            .blocking_threads(1)
+            .blocking_queue(EMBEDDED_BLOCKING_QUEUE)
+            .max_actors_per_shard(EMBEDDED_MAX_ACTORS_PER_SHARD)
+            .timer_capacity(EMBEDDED_TIMER_CAPACITY)
+            .max_io_in_flight(EMBEDDED_MAX_IO_IN_FLIGHT)
+    }
+
     setter!(
         /// This node's id in a cluster (default 0).
         node: u16
+    );
+    setter!(
+        /// How a panic in an actor's handler is reported (default
+        /// [`HandlerPanics::Tracing`]: one `tracing` warning instead of the
+        /// process's panic hook). The actor crashes with `panicked:
+        /// <message>` either way; see [`HandlerPanics`] and `docs/runtime.md`.
+        handler_panics: HandlerPanics
     );
     setter!(
         /// Default user mailbox capacity ([`DEFAULT_MAILBOX_CAPACITY`]).
@@ -356,9 +572,12 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Places the shards, starts one thread per shard (pinned unless
-    /// `pin(false)`), and returns the running runtime.
+    /// Takes the runtime's id, places the shards, claims their CPUs when
+    /// pinned ([`exclusive_cpus`](Self::exclusive_cpus)), starts one thread
+    /// per shard (pinned unless `pin(false)`), and returns the running
+    /// runtime.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let runtime = next_runtime_id()?;
         let topology = match self.topology {
             Some(topology) => topology,
             None => Topology::detect()?,
@@ -373,12 +592,22 @@ impl RuntimeBuilder {
             None => self.placement.default_shards(&topology, &allowed),
         };
         let placement = topology::place(&topology, &allowed, count, &self.placement)?;
-        let config = Config { shards: count, ..self.config };
+        let config = Config { shards: count, runtime, ..self.config };
         validate(&config)?;
+        let pinned_cpus = match self.pin {
+            true => CpuSet::from_cpus(placement.iter().map(|place| place.cpu))?,
+            false => CpuSet::new(),
+        };
+        // Released when this function fails below, or when the runtime stops.
+        let (claim, shared_cpus) = claim_cpus(runtime, &pinned_cpus, self.exclusive_cpus)?;
         let config = Config { faults: crate::fault::resolve(self.fault_plan)?, ..config };
         // Detected once (and logged with its reason); every shard uses it.
         let io_backend = crate::io::detect(config.io_backend)?.kind;
         let config = Config { io_backend: Some(io_backend), ..config };
+        if config.handler_panics == HandlerPanics::Tracing {
+            panics::install_hook();
+        }
+        let name = config.name.clone();
         let (sched, shards) = assemble(config, &self.memory, &placement, self.pin)?;
         let mut threads = Vec::with_capacity(count);
         for (shard, place) in shards.into_iter().zip(&placement) {
@@ -390,8 +619,49 @@ impl RuntimeBuilder {
                 }
             }
         }
-        tracing::info!(shards = count, pinned = self.pin, io = %io_backend, placement = %PlacementList(&placement), "runtime started");
-        Ok(Runtime { sched, threads, placement, io_backend })
+        tracing::info!(runtime, name, shards = count, pinned = self.pin, io = %io_backend, placement = %PlacementList(&placement), "runtime started");
+        let handle = RuntimeHandle::new(sched.clone());
+        Ok(Runtime {
+            sched,
+            threads,
+            placement,
+            io_backend,
+            handle,
+            pinned_cpus,
+            shared_cpus,
+            claim,
+        })
+    }
+}
+
+/// Records the CPUs a pinned runtime's shards take in the process-wide
+/// table (`topology::claims`): warns when another live runtime holds some
+/// of them, or refuses with `exclusive`. Returns the claim, which releases
+/// the CPUs when dropped, and the CPUs shared with other runtimes.
+fn claim_cpus(
+    runtime: u32,
+    cpus: &CpuSet,
+    exclusive: bool,
+) -> Result<(Option<CpuClaim>, CpuSet), RuntimeError> {
+    if cpus.is_empty() {
+        return Ok((None, CpuSet::new()));
+    }
+    match topology::claim(runtime, cpus, exclusive) {
+        Ok((claim, overlap)) => {
+            if !overlap.cpus.is_empty() {
+                tracing::warn!(
+                    runtime,
+                    cpus = %overlap.cpus,
+                    held_by = ?overlap.runtimes,
+                    "pinning shards onto CPUs another runtime of this process has pinned: the runtimes' shards will take turns on those cores; give this runtime other CPUs (RuntimeBuilder::allowed_cpus), build it with pin(false), or refuse with exclusive_cpus(true)"
+                );
+            }
+            Ok((Some(claim), overlap.cpus))
+        }
+        Err(overlap) => Err(RuntimeError::CpusInUse {
+            cpus: Box::new(overlap.cpus),
+            runtimes: overlap.runtimes,
+        }),
     }
 }
 
@@ -414,6 +684,14 @@ fn validate(config: &Config) -> Result<(), RuntimeError> {
     }
     if config.max_name_len == 0 {
         return bad("max_name_len must be at least 1".into());
+    }
+    if let Some(name) = &config.name {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if name.is_empty() || name.len() > MAX_RUNTIME_NAME_LEN || !name.chars().all(allowed) {
+            return bad(format!(
+                "the runtime's name must be 1 to {MAX_RUNTIME_NAME_LEN} bytes of [A-Za-z0-9_.-], not {name:?}"
+            ));
+        }
     }
     if config.max_io_in_flight == 0 || config.max_io_in_flight > MAX_IO_IN_FLIGHT {
         return bad(format!(
@@ -524,7 +802,7 @@ impl std::fmt::Display for PlacementList<'_> {
 }
 
 /// A blocking request from a thread outside the runtime: builds the
-/// request around a fresh [`ReplyTo`], sends it with `send`, and waits for
+/// request around a fresh [`ReplyTo`] addressed to `target`, sends it, and waits for
 /// the reply or `timeout`. Every blocking `call` of the crate goes through
 /// here.
 ///
@@ -532,11 +810,12 @@ impl std::fmt::Display for PlacementList<'_> {
 ///
 /// On a shard thread, where blocking would stall the shard.
 pub(crate) fn call_blocking<M, R>(
-    send: impl FnOnce(M) -> Result<(), crate::error::SendError<M>>,
+    target: &ActorRef<M>,
     request: impl FnOnce(ReplyTo<R>) -> M,
     timeout: Duration,
 ) -> Result<R, AskError>
 where
+    M: Send + 'static,
     R: Send + 'static,
 {
     assert!(
@@ -547,19 +826,62 @@ where
         return Err(AskError::ZeroTimeout);
     }
     let sink = Arc::new(crate::actor::ThreadSink::new());
-    match send(request(ReplyTo::new(sink.clone()))) {
+    match target.try_send(request(ReplyTo::new(sink.clone(), Some(target.id())))) {
         Ok(()) => sink.wait(timeout),
         Err(e) if e.is_full() => Err(AskError::Full),
         Err(_) => Err(AskError::NoProc),
     }
 }
 
-/// A running runtime. Dropping it shuts it down.
+/// A running runtime: shards running actors. Dropping it shuts it down.
+///
+/// Build one with [`Runtime::builder`] (the defaults take every CPU; see
+/// [`RuntimeBuilder`] for what a runtime costs and the
+/// [`embedded`](RuntimeBuilder::embedded) preset), spawn actors into it,
+/// talk to them from outside with [`ActorRef::try_send`] and
+/// [`call`](Self::call), and stop it with [`shutdown`](Self::shutdown).
+///
+/// Several runtimes may live in one process: each has its own
+/// [`id`](Self::id), carried by every [`ActorId`](crate::ActorId) it hands
+/// out, so their actors never share an id or compare equal; pinned
+/// runtimes that overlap on CPUs are reported (or refused: see
+/// [`RuntimeBuilder::exclusive_cpus`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+///
+/// struct Greeter;
+/// impl Actor for Greeter {
+///     type Msg = (String, ReplyTo<String>);
+///     fn handle(&mut self, _: &mut Context<'_, Self>, (name, reply): Self::Msg) -> Result<(), ActorError> {
+///         reply.reply(format!("hello, {name}"));
+///         Ok(())
+///     }
+/// }
+///
+/// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+/// let greeter = rt.spawn(Greeter).unwrap();
+/// assert_eq!(greeter.id().runtime, rt.id());
+/// let answer = rt.call(&greeter, |reply| ("zbmd".to_string(), reply), Duration::from_secs(5));
+/// assert_eq!(answer.as_deref(), Ok("hello, zbmd"));
+/// rt.shutdown(); // stops the actor, then the shards
+/// assert!(!greeter.is_alive());
+/// ```
 pub struct Runtime {
     sched: Arc<Scheduler>,
     threads: Vec<JoinHandle<()>>,
     placement: Vec<ShardPlacement>,
     io_backend: IoBackendKind,
+    /// What [`Runtime::handle`] clones (`handle.rs`).
+    handle: RuntimeHandle,
+    /// The CPUs the shards are pinned to (empty when unpinned).
+    pinned_cpus: CpuSet,
+    /// Those of them another live runtime had pinned first.
+    shared_cpus: CpuSet,
+    /// The record of `pinned_cpus` in the process-wide table, released when
+    /// the runtime stops.
+    claim: Option<CpuClaim>,
 }
 
 impl Runtime {
@@ -568,9 +890,35 @@ impl Runtime {
         RuntimeBuilder::default()
     }
 
+    /// This runtime's id: unique among the runtimes of the process (handed
+    /// out from 1 in build order, never reused), and part of every
+    /// [`ActorId`](crate::ActorId) it gives out, so actors of two runtimes
+    /// never share an id. The `runtime` label of its Prometheus series.
+    pub fn id(&self) -> u32 {
+        self.sched.config.runtime
+    }
+
+    /// The name given with [`RuntimeBuilder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.sched.config.name.as_deref()
+    }
+
     /// Where each shard runs, as chosen at build time.
     pub fn placement(&self) -> &[ShardPlacement] {
         &self.placement
+    }
+
+    /// The CPUs the shards are pinned to (empty for an unpinned runtime).
+    pub fn pinned_cpus(&self) -> CpuSet {
+        self.pinned_cpus
+    }
+
+    /// The CPUs this runtime pinned shards to that another live runtime of
+    /// the process had pinned shards to when this one was built (empty
+    /// unless [`RuntimeBuilder::exclusive_cpus`] was off and they overlap;
+    /// `build` logged a warning then). Also the `zbmd_shared_cpus` gauge.
+    pub fn shared_cpus(&self) -> CpuSet {
+        self.shared_cpus
     }
 
     /// The number of shards.
@@ -585,21 +933,17 @@ impl Runtime {
 
     /// Spawns an actor on the next shard, round robin.
     pub fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, RuntimeError> {
-        self.sched.spawn(actor, SpawnOptions::default())
+        self.handle.spawn(actor)
     }
 
-    /// Spawns an actor with options.
+    /// Spawns an actor with options (`link` is refused: there is no actor
+    /// here to link to).
     pub fn spawn_with<A: Actor>(
         &self,
         actor: A,
         options: SpawnOptions,
     ) -> Result<ActorRef<A::Msg>, RuntimeError> {
-        if options.link {
-            return Err(RuntimeError::Config(
-                "only an actor can spawn_link; there is no actor here".into(),
-            ));
-        }
-        self.sched.spawn(actor, options)
+        self.handle.spawn_with(actor, options)
     }
 
     /// Sends a request and blocks this thread until the reply or `timeout`.
@@ -618,28 +962,28 @@ impl Runtime {
         M: Send + 'static,
         R: Send + 'static,
     {
-        call_blocking(|msg| target.try_send(msg), request, timeout)
+        self.handle.call(target, request, timeout)
     }
 
     /// Registers `name` for `pid` (see [`Context::register`](crate::actor::Context::register)).
     pub fn register(&self, name: &str, pid: &Pid) -> Result<(), RuntimeError> {
-        self.sched.registry().register(name, pid.clone())
+        self.handle.register(name, pid)
     }
 
     /// Removes the name `pid` holds, if any.
     pub fn unregister(&self, pid: &Pid) -> bool {
-        self.sched.registry().release(pid.id()).is_some()
+        self.handle.unregister(pid)
     }
 
     /// Looks up a registered name.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        self.sched.registry().whereis(name)
+        self.handle.whereis(name)
     }
 
     /// Sends an exit signal to `target` from the runtime itself, as
     /// `erlang:exit/2` does (`Kill` cannot be trapped).
     pub fn exit(&self, target: &Pid, reason: ExitReason) {
-        self.sched.exit_from_runtime(target, reason);
+        self.handle.exit(target, reason);
     }
 
     /// The counters of every shard, and of the fault plan's sites.
@@ -648,6 +992,9 @@ impl Runtime {
             self.sched.all_counters(),
             self.sched.live_actors.load(Ordering::Acquire),
         );
+        snapshot.runtime = self.id();
+        snapshot.runtime_name = self.sched.config.name.clone();
+        snapshot.shared_cpus = self.shared_cpus.len();
         snapshot.fault_sites = self.faults().site_counts();
         snapshot.pools = self.memory();
         snapshot
@@ -674,7 +1021,7 @@ impl Runtime {
 
     /// Actors alive now.
     pub fn live_actors(&self) -> usize {
-        self.sched.live_actors.load(Ordering::Acquire)
+        self.handle.live_actors()
     }
 
     /// Stops the runtime: refuses new actors, stops the live ones newest
@@ -704,7 +1051,9 @@ impl Runtime {
             }
         }
         stop_threads(&self.sched, std::mem::take(&mut self.threads));
-        tracing::info!("runtime stopped");
+        // The shards are gone: another runtime may pin onto their CPUs.
+        self.claim = None;
+        tracing::info!(runtime = self.id(), name = self.name(), "runtime stopped");
     }
 }
 
@@ -717,6 +1066,8 @@ impl Drop for Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
+            .field("id", &self.id())
+            .field("name", &self.name())
             .field("shards", &self.shards())
             .field("live_actors", &self.live_actors())
             .finish()

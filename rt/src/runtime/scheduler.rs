@@ -29,7 +29,7 @@ use zbmd_alloc::{PoolBox, RawSlot, ShardPools};
 use super::ShardCtx;
 use super::blocking::BlockingPool;
 use super::local;
-use super::metrics::{Counter, Counters};
+use super::metrics::{Counters, Metric};
 use super::registry::Registry;
 use super::{Config, SpawnOptions};
 use crate::actor::{
@@ -153,19 +153,19 @@ impl Scheduler {
     }
 
     pub(crate) fn count_mailbox_full(&self) {
-        self.counters().add(Counter::MailboxFull, 1);
+        self.counters().add(Metric::MailboxFull, 1);
     }
 
     pub(crate) fn count_signal_dropped(&self) {
-        self.counters().add(Counter::SignalsDropped, 1);
+        self.counters().add(Metric::SignalsDropped, 1);
     }
 
     pub(crate) fn count_reply_dropped(&self) {
-        self.counters().add(Counter::RepliesDropped, 1);
+        self.counters().add(Metric::RepliesDropped, 1);
     }
 
     pub(crate) fn count_dead_letter(&self) {
-        self.counters().add(Counter::DeadLetters, 1);
+        self.counters().add(Metric::DeadLetters, 1);
     }
 
     /// Spawns `actor` on the shard `options` name (or the next one, round
@@ -261,7 +261,13 @@ impl Scheduler {
             }
         };
         let generation = table.generations[slot as usize].load(Ordering::Acquire);
-        let id = ActorId { node: self.config.node, shard: shard as u16, slot, generation };
+        let id = ActorId {
+            node: self.config.node,
+            runtime: self.config.runtime,
+            shard: shard as u16,
+            slot,
+            generation,
+        };
         let header = Header::new(id, actor.name(), options.pinned, self.clone())
             .with_fault_exempt(options.fault_exempt);
         let shared = Arc::new(Shared { header, mailbox });
@@ -281,7 +287,7 @@ impl Scheduler {
         let pid = Pid { target: shared.clone() };
         *lock(&table.live[slot as usize]) = Some((seq, pid));
         self.live_actors.fetch_add(1, Ordering::AcqRel);
-        self.counters().add(Counter::Spawns, 1);
+        self.counters().add(Metric::Spawns, 1);
         tracing::debug_span!("spawn", actor = shared.header.name, %id)
             .in_scope(|| tracing::trace!("spawned"));
         Ok((shared, ptr))
@@ -342,7 +348,13 @@ impl Scheduler {
 
     /// Sends an exit signal from the runtime itself (shutdown, `Runtime::exit`).
     pub(crate) fn exit_from_runtime(&self, target: &Pid, reason: crate::actor::ExitReason) {
-        let from = ActorId { node: self.config.node, shard: u16::MAX, slot: 0, generation: 0 };
+        let from = ActorId {
+            node: self.config.node,
+            runtime: self.config.runtime,
+            shard: u16::MAX,
+            slot: 0,
+            generation: 0,
+        };
         let _ = target.target.send_sys(SysSignal::Exit { from, reason, direct: true });
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::local::{self, LocalQueues};
-use super::metrics::Counter;
+use super::metrics::Metric;
 use super::scheduler::Scheduler;
 use super::timers::{TimerAction, Timers};
 use crate::actor::{ActorId, RunPtr, TurnOutcome};
@@ -88,13 +88,13 @@ impl ShardCtx {
 
     pub(crate) fn count_turn(&mut self, messages: u32, reductions: u32) {
         let counters = &self.sched.all_counters()[self.index];
-        counters.add(Counter::Messages, u64::from(messages));
-        counters.add(Counter::Reductions, u64::from(reductions));
+        counters.add(Metric::Messages, u64::from(messages));
+        counters.add(Metric::Reductions, u64::from(reductions));
     }
 
     pub(crate) fn actor_died(&mut self, id: ActorId, crashed: bool) {
         let counters = &self.sched.all_counters()[self.index];
-        counters.add(if crashed { Counter::Crashes } else { Counter::Stops }, 1);
+        counters.add(if crashed { Metric::Crashes } else { Metric::Stops }, 1);
         self.sched.release_slot(id);
     }
 
@@ -114,7 +114,7 @@ impl ShardCtx {
     }
 
     /// Adds one to a counter of this shard.
-    pub(crate) fn count(&self, counter: Counter) {
+    pub(crate) fn count(&self, counter: Metric) {
         self.sched.all_counters()[self.index].add(counter, 1);
     }
 
@@ -185,8 +185,10 @@ impl Shard {
     /// The shard's loop; returns when the runtime stops.
     pub(crate) fn run(mut self) {
         let _guard = local::install(&self.queues);
-        let _span = tracing::debug_span!("shard", index = self.ctx.index).entered();
         let sched = self.ctx.sched.clone();
+        let runtime = sched.config.runtime;
+        let _span = tracing::debug_span!("shard", runtime, index = self.ctx.index).entered();
+        super::panics::route_this_thread(sched.config.handler_panics);
         let pools = &sched.shards[self.ctx.index].pools;
         // This thread is the one that allocates from the shard's pools.
         if let Err(error) = pools.bind_current_thread() {
@@ -275,7 +277,7 @@ impl Shard {
     }
 
     fn report_stall(&self, name: &'static str, id: ActorId, held: Duration) {
-        self.ctx.sched.all_counters()[self.ctx.index].add(Counter::Stalls, 1);
+        self.ctx.sched.all_counters()[self.ctx.index].add(Metric::Stalls, 1);
         tracing::warn!(
             shard = self.ctx.index,
             actor = name,
@@ -329,7 +331,7 @@ impl Shard {
     fn fire_timers(&mut self) {
         let fired = self.ctx.timers.fire_due(self.clock);
         if fired > 0 {
-            self.ctx.sched.all_counters()[self.ctx.index].add(Counter::TimersFired, fired as u64);
+            self.ctx.sched.all_counters()[self.ctx.index].add(Metric::TimersFired, fired as u64);
             self.queues.flush();
         }
     }
@@ -363,8 +365,8 @@ impl Shard {
                 self.next_victim = victim;
                 let stolen = (self.queues.worker.len() - before + 1) as u64;
                 let counters = &self.ctx.sched.all_counters()[self.ctx.index];
-                counters.add(Counter::Steals, 1);
-                counters.add(Counter::StolenActors, stolen);
+                counters.add(Metric::Steals, 1);
+                counters.add(Metric::StolenActors, stolen);
                 return Some(ptr);
             }
         }
@@ -386,7 +388,7 @@ impl Shard {
             || sched.stopping.load(Ordering::Acquire);
         if !pending {
             let timeout = self.park_timeout();
-            sched.all_counters()[self.ctx.index].add(Counter::Parks, 1);
+            sched.all_counters()[self.ctx.index].add(Metric::Parks, 1);
             if !timeout.is_zero() {
                 self.parker.park_timeout(timeout);
             }

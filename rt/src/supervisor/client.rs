@@ -154,7 +154,7 @@ impl SupervisorRef {
         request: impl FnOnce(ReplyTo<R>) -> SupervisorRequest,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        self.inner.call(|reply| SupervisorMsg::from(request(reply)), timeout)
+        self.inner.call_once(|reply| SupervisorMsg::from(request(reply)), timeout)
     }
 
     /// Every child in start order.

@@ -150,6 +150,31 @@ pub enum ChildKind {
     Supervisor,
 }
 
+/// Where a supervisor starts the children whose [`ChildSpec`] names no
+/// shard in its [`spawn_options`](ChildSpec::spawn_options) (a spec that
+/// names one always starts there, at every restart).
+///
+/// Either way a child's placement holds across its restarts, and the
+/// child's `started` hook runs on the supervisor's shard (a synchronous
+/// start, as OTP's `proc_lib:start_link`) before it runs on its own. A
+/// child that is not pinned may later be stolen by an idle shard, as any
+/// actor; pin it (`SpawnOptions::pinned`) to keep it where it was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChildPlacement {
+    /// On the supervisor's own shard (the default): a tree that talks
+    /// mostly to itself stays on one core's caches.
+    #[default]
+    SameShard,
+    /// Round robin over the runtime's shards, starting with the
+    /// supervisor's: the n-th child the supervisor starts for the first
+    /// time (static children in order, then dynamic ones as they are
+    /// added; every child counts, those whose spec names a shard too) is
+    /// offered shard `(supervisor's shard + n) % shards`, and
+    /// keeps it for all its restarts. For worker pools, typically under
+    /// `simple_one_for_one`.
+    RoundRobin,
+}
+
 /// Exponential backoff between restarts: the n-th restart within the
 /// intensity period waits `initial * 2^(n-1)`, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +203,7 @@ pub struct SupervisorSpec {
     pub(crate) period: Duration,
     pub(crate) backoff: Option<Backoff>,
     pub(crate) max_children: usize,
+    pub(crate) placement: ChildPlacement,
     pub(crate) options: crate::SpawnOptions,
     pub(crate) children: Vec<child::AnyChild>,
     pub(crate) template: Option<child::AnyChild>,
@@ -193,6 +219,7 @@ impl SupervisorSpec {
             period: DEFAULT_PERIOD,
             backoff: None,
             max_children: DEFAULT_MAX_CHILDREN,
+            placement: ChildPlacement::SameShard,
             options: crate::SpawnOptions::default(),
             children: Vec::new(),
             template: None,
@@ -239,6 +266,41 @@ impl SupervisorSpec {
     /// The most children this supervisor holds ([`DEFAULT_MAX_CHILDREN`]).
     pub fn max_children(mut self, limit: usize) -> Self {
         self.max_children = limit;
+        self
+    }
+
+    /// Where the children whose spec names no shard start
+    /// ([`ChildPlacement::SameShard`] by default).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::supervisor::{ChildPlacement, ChildSpec, SupervisorSpec, Supervisor};
+    /// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime, SpawnOptions};
+    ///
+    /// struct Worker;
+    /// impl Actor for Worker {
+    ///     type Msg = ReplyTo<usize>;
+    ///     fn handle(&mut self, ctx: &mut Context<'_, Self>, reply: ReplyTo<usize>) -> Result<(), ActorError> {
+    ///         reply.reply(ctx.shard());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(2).pin(false).build().unwrap();
+    /// let pinned = SpawnOptions { pinned: true, ..SpawnOptions::default() };
+    /// let pool = SupervisorSpec::simple_one_for_one(ChildSpec::worker("worker", || Worker).spawn_options(pinned))
+    ///     .child_placement(ChildPlacement::RoundRobin)
+    ///     .spawn_options(SpawnOptions { shard: Some(0), ..SpawnOptions::default() });
+    /// let pool = Supervisor::start(&rt, pool).unwrap();
+    /// let t = Duration::from_secs(5);
+    /// let first = pool.start_child(|| Worker, t).unwrap();
+    /// let second = pool.start_child(|| Worker, t).unwrap();
+    /// assert_eq!(first.call(|reply| reply, t), Ok(0));
+    /// assert_eq!(second.call(|reply| reply, t), Ok(1));
+    /// rt.shutdown();
+    /// ```
+    pub fn child_placement(mut self, placement: ChildPlacement) -> Self {
+        self.placement = placement;
         self
     }
 
@@ -303,6 +365,7 @@ impl std::fmt::Debug for SupervisorSpec {
             .field("intensity", &self.intensity)
             .field("period", &self.period)
             .field("backoff", &self.backoff)
+            .field("placement", &self.placement)
             .field("children", &ids)
             .finish()
     }

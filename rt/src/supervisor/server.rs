@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use super::child::{AnyChild, ChildRef};
 use super::client::{ChildCounts, ChildInfo, ChildKey, NewKind, SupervisorRef, SupervisorRequest};
 use super::{
-    ChildKind, DEFAULT_START_TIMEOUT, Restart, Shutdown, Strategy, SupervisorError, SupervisorSpec,
+    ChildKind, ChildPlacement, DEFAULT_START_TIMEOUT, Restart, Shutdown, Strategy, SupervisorError,
+    SupervisorSpec,
 };
 use crate::ReplyTo;
 use crate::actor::{
     Actor, ActorError, ActorId, Context, Down, ExitReason, MonitorRef, Pid, ThreadSink, TimerRef,
 };
 use crate::error::StartError;
-use crate::runtime::{Runtime, SpawnOptions};
+use crate::runtime::{RuntimeHandle, SpawnOptions};
 
 /// Requests that change the child table and may wait for the current job;
 /// more are refused with [`SupervisorError::Busy`]. (Exit signals always
@@ -60,6 +61,10 @@ pub struct Supervisor {
     period: Duration,
     backoff: Option<super::Backoff>,
     max_children: usize,
+    placement: ChildPlacement,
+    /// Children placed so far by [`ChildPlacement::RoundRobin`], modulo
+    /// the number of shards.
+    placed: usize,
     template: Option<AnyChild>,
     children: Vec<Child>,
     /// Restart times within the current period, oldest first.
@@ -79,6 +84,9 @@ struct Child {
     key: u64,
     spec: AnyChild,
     pid: Option<Pid>,
+    /// The shard offered to every incarnation (set at its first start by
+    /// [`ChildPlacement::RoundRobin`]; `None`: the supervisor's shard).
+    shard: Option<usize>,
 }
 
 enum Deferred {
@@ -128,7 +136,7 @@ impl Supervisor {
             .into_iter()
             .map(|spec| {
                 next_key += 1;
-                Child { key: next_key, spec, pid: None }
+                Child { key: next_key, spec, pid: None, shard: None }
             })
             .collect();
         Supervisor {
@@ -137,6 +145,8 @@ impl Supervisor {
             period: spec.period,
             backoff: spec.backoff,
             max_children: spec.max_children,
+            placement: spec.placement,
+            placed: 0,
             template: spec.template,
             children,
             // Reserved now so that restarts allocate nothing; only an
@@ -156,21 +166,53 @@ impl Supervisor {
     /// A child that fails to start fails the whole start: the children
     /// already started are stopped, newest first, and the error names the
     /// child and its reason.
-    pub fn start(rt: &Runtime, spec: SupervisorSpec) -> Result<SupervisorRef, SupervisorError> {
+    ///
+    /// `rt` is the [`Runtime`](crate::Runtime) or any of its
+    /// [`RuntimeHandle`]s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zbmd_rt::supervisor::{ChildSpec, Supervisor, SupervisorSpec};
+    /// use zbmd_rt::{Actor, ActorError, Context, ReplyTo, Runtime};
+    ///
+    /// struct Greeter;
+    /// impl Actor for Greeter {
+    ///     type Msg = (String, ReplyTo<String>);
+    ///     fn handle(&mut self, _: &mut Context<'_, Self>, (name, reply): Self::Msg) -> Result<(), ActorError> {
+    ///         reply.reply(format!("hello, {name}"));
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    /// let greeter = ChildSpec::worker("greeter", || Greeter);
+    /// let handle = greeter.child_ref(); // follows the child across restarts
+    /// let tree = SupervisorSpec::one_for_one().intensity(3, Duration::from_secs(5)).child(greeter);
+    /// let sup = Supervisor::start(&rt, tree).unwrap();
+    /// let t = Duration::from_secs(5);
+    /// assert_eq!(handle.call(|reply| ("zbmd".to_string(), reply), t), Ok("hello, zbmd".to_string()));
+    /// assert_eq!(sup.count_children(t).unwrap().active, 1);
+    /// rt.shutdown();
+    /// ```
+    pub fn start(
+        rt: &impl AsRef<RuntimeHandle>,
+        spec: SupervisorSpec,
+    ) -> Result<SupervisorRef, SupervisorError> {
         Self::start_timeout(rt, spec, DEFAULT_START_TIMEOUT)
     }
 
     /// [`start`](Self::start) with a chosen wait.
     pub fn start_timeout(
-        rt: &Runtime,
+        rt: &impl AsRef<RuntimeHandle>,
         spec: SupervisorSpec,
         timeout: Duration,
     ) -> Result<SupervisorRef, SupervisorError> {
+        let rt = rt.as_ref();
         spec.validate()?;
         let spec_options = spec.options.clone();
         let sink = Arc::new(ThreadSink::new());
         let mut supervisor = Supervisor::new(spec);
-        supervisor.start_reply = Some(ReplyTo::new(sink.clone()));
+        supervisor.start_reply = Some(ReplyTo::new(sink.clone(), None));
         let options = supervisor_options(&spec_options);
         let actor =
             rt.spawn_with(supervisor, options).map_err(|error| SupervisorError::StartFailed {
@@ -211,7 +253,14 @@ impl Supervisor {
         index: usize,
     ) -> Result<Pid, SupervisorError> {
         let child = &mut self.children[index];
-        match child.spec.start.start(ctx) {
+        if child.shard.is_none() && self.placement == ChildPlacement::RoundRobin {
+            // A supervisor is pinned, so `ctx.shard()` is its home shard.
+            let shards = ctx.shards();
+            child.shard = Some((ctx.shard() + self.placed) % shards);
+            // Kept below `shards`, so the sum above cannot overflow.
+            self.placed = (self.placed + 1) % shards;
+        }
+        match child.spec.start.start(ctx, child.shard) {
             Ok(pid) => {
                 child.pid = Some(pid.clone());
                 Ok(pid)
@@ -243,6 +292,9 @@ impl Supervisor {
             "reached maximum restart intensity; stopping all children and exiting with shutdown"
         );
         ctx.count_escalation();
+        for child in &self.children {
+            child.spec.start.retire(); // callers waiting for a restart stop waiting
+        }
         let victims = self.running_from(0);
         self.run(ctx, Job::new(victims, Then::Exit(ExitReason::Shutdown)));
     }
@@ -257,6 +309,7 @@ impl Supervisor {
         // The runtime is stopping every actor, children first: restarting
         // them would only fight it.
         if !restart.restarts_after(&reason) || ctx.runtime_stopping() {
+            self.children[index].spec.start.retire(); // its callers stop waiting
             if restart == Restart::Temporary || self.strategy == Strategy::SimpleOneForOne {
                 self.children.remove(index);
             }
@@ -415,6 +468,7 @@ impl Supervisor {
             if child.spec.restart == Restart::Temporary
                 || self.strategy == Strategy::SimpleOneForOne
             {
+                self.children[index].spec.start.retire();
                 self.children.remove(index);
             }
         }
@@ -504,6 +558,7 @@ impl Supervisor {
                 }
                 Some(index) => {
                     let key = self.children[index].key;
+                    self.children[index].spec.start.retire(); // until restart_child
                     self.run(ctx, Job::new(vec![key], Then::Reply(reply)));
                 }
             },
@@ -567,7 +622,7 @@ impl Supervisor {
             }
         };
         self.next_key += 1;
-        self.children.push(Child { key: self.next_key, spec, pid: None });
+        self.children.push(Child { key: self.next_key, spec, pid: None, shard: None });
         let index = self.children.len() - 1;
         self.start_child(ctx, index).inspect_err(|_| {
             self.children.pop();
@@ -700,6 +755,16 @@ impl Actor for Supervisor {
     fn handle_down(&mut self, ctx: &mut Context<'_, Self>, down: Down) -> Result<(), ActorError> {
         self.stopped(ctx, &down);
         Ok(())
+    }
+
+    /// Whatever stops it (it gave up, its parent or the runtime stopped it,
+    /// a kill), it starts no child again: callers waiting for a child's next
+    /// incarnation stop waiting. A restart of this supervisor by its parent
+    /// binds the children again.
+    fn stopping(&mut self, _: &mut Context<'_, Self>, _: &ExitReason) {
+        for child in &self.children {
+            child.spec.start.retire();
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -8,6 +8,7 @@
 //! | [`mpmc`] | many producers, many consumers | Vyukov's bounded MPMC queue | global overflow, blocking hand-off |
 //! | [`deque`] | one owner, many thieves | Chase–Lev, bounded, with a steal claim | runnable actors, work stealing |
 //! | [`park`] | one sleeper, many wakers | futex (Linux) state machine | idle shards |
+//! | [`oneshot`] | one value, sender to a `Future` | tokio's oneshot state word: value, waker, closed flags | replies awaited by async callers |
 //! | [`run_state`] | many notifiers, one runner | state machine with a SeqCst (Dekker) wake-up handshake against the mailbox | scheduling an actor |
 //!
 //! Every queue is bounded, with its capacity fixed at construction
@@ -22,6 +23,7 @@ pub mod deque;
 mod error;
 pub mod mpmc;
 pub mod mpsc;
+pub mod oneshot;
 pub mod park;
 pub mod run_state;
 pub mod spsc;

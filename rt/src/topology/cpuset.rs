@@ -124,6 +124,23 @@ impl CpuSet {
         out
     }
 
+    /// The CPUs of `self` that are not in `other`.
+    ///
+    /// ```
+    /// use zbmd_rt::topology::CpuSet;
+    /// let all: CpuSet = "0-7".parse().unwrap();
+    /// let taken: CpuSet = "0-1,6".parse().unwrap();
+    /// assert_eq!(all.difference(&taken).to_string(), "2-5,7");
+    /// ```
+    #[must_use]
+    pub fn difference(&self, other: &CpuSet) -> CpuSet {
+        let mut out = *self;
+        for (w, o) in out.words.iter_mut().zip(other.words) {
+            *w &= !o;
+        }
+        out
+    }
+
     /// Whether every CPU of `self` is in `other`.
     pub fn is_subset(&self, other: &CpuSet) -> bool {
         self.words.iter().zip(other.words).all(|(&w, o)| w & !o == 0)

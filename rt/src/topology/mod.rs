@@ -37,6 +37,7 @@
 //!
 //! See `docs/topology.md` for the placement rules in prose.
 
+mod claims;
 mod cpuset;
 mod error;
 #[cfg(feature = "hwloc")]
@@ -50,6 +51,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+pub use claims::pinned_cpus;
+pub(crate) use claims::{CpuClaim, claim};
 pub use cpuset::{CpuSet, Iter as CpuSetIter, MAX_CPUS};
 pub use error::TopologyError;
 pub use pin::{current_cpu, pin_current_thread};
@@ -229,6 +232,7 @@ impl Topology {
     /// # Errors
     /// [`TopologyError::Hwloc`] when hwloc cannot build the topology.
     #[cfg(feature = "hwloc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hwloc")))]
     pub fn from_hwloc() -> Result<Self, TopologyError> {
         hwloc::detect()
     }
@@ -242,6 +246,7 @@ impl Topology {
     ///
     /// [synthetic description]: https://hwloc.readthedocs.io/en/stable/synthetic.html
     #[cfg(feature = "hwloc")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hwloc")))]
     pub fn from_hwloc_synthetic(description: &str) -> Result<Self, TopologyError> {
         hwloc::synthetic(description)
     }
