@@ -684,3 +684,83 @@ fn an_answered_ask_frees_its_timeout_timer() {
     asker.try_send(AskerMsg::Go).unwrap();
     assert_eq!(done.recv_timeout(PATIENCE).unwrap(), Ok(1000));
 }
+
+/// Lets a `Rec::Block` handler go, when told or when dropped.
+struct Release(Option<Arc<Barrier>>);
+
+impl Release {
+    fn now(&mut self) {
+        if let Some(barrier) = self.0.take() {
+            barrier.wait();
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+/// Spawns `count` recorders on `shard`, pinned or not.
+fn recorders_on(
+    rt: &Runtime,
+    shard: usize,
+    pinned: bool,
+    count: usize,
+    seen: &Sender<(usize, u64)>,
+) -> Vec<ActorRef<Rec>> {
+    let options = SpawnOptions { shard: Some(shard), pinned, ..Default::default() };
+    (0..count)
+        .map(|_| rt.spawn_with(Recorder { seen: seen.clone() }, options.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn woken_from_outside_past_a_full_injection_queue_unpinned_actors_run_elsewhere_and_pinned_ones_wait()
+ {
+    const ROOM: usize = 4;
+    const UNPINNED: usize = 16;
+    const PINNED: usize = 8;
+    let rt = Runtime::builder().shards(2).pin(false).injection_capacity(ROOM).build().unwrap();
+    let (seen, rx) = channel();
+    let unpinned = recorders_on(&rt, 1, false, UNPINNED, &seen);
+    let pinned = recorders_on(&rt, 1, true, PINNED, &seen);
+    // Shard 1 busy in one handler: nothing in its queues runs until the
+    // test meets the blocker again.
+    let blocker = recorders_on(&rt, 1, true, 1, &seen).remove(0);
+    let barrier = Arc::new(Barrier::new(2));
+    blocker.try_send(Rec::Block(barrier.clone())).unwrap();
+    barrier.wait();
+    let mut release = Release(Some(barrier)); // a failed assertion must not hang the shutdown
+    // Woken from this thread, every recorder goes to shard 1's injection
+    // queues: ROOM unpinned ones fit, the others spill into the overflow
+    // queue, which shard 0 drains; the pinned ones wait in their own queue.
+    for (i, actor) in unpinned.iter().chain(&pinned).enumerate() {
+        actor.try_send(Rec::Value(i as u64)).unwrap();
+    }
+    let spilled: Vec<(usize, u64)> = (ROOM..UNPINNED)
+        .map(|_| rx.recv_timeout(PATIENCE).expect("an overflowed actor ran while shard 1 was held"))
+        .collect();
+    assert!(spilled.iter().all(|&(shard, _)| shard == 0), "{spilled:?}");
+    release.now();
+    // Released, shard 1 runs the rest: ROOM unpinned and every pinned one.
+    let mut rest: Vec<(usize, u64)> = (0..ROOM + PINNED)
+        .map(|_| rx.recv_timeout(PATIENCE).expect("every woken actor runs once released"))
+        .collect();
+    let pinned_values: Vec<u64> = (UNPINNED as u64..(UNPINNED + PINNED) as u64).collect();
+    rest.retain(|&(shard, value)| !(pinned_values.contains(&value) && shard == 1));
+    assert_eq!(rest.len(), ROOM, "each pinned actor ran on its own shard: {rest:?}");
+    let mut values: Vec<u64> = spilled.iter().chain(&rest).map(|&(_, v)| v).collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), UNPINNED, "every unpinned actor ran once");
+    assert!(rx.try_recv().is_err(), "nothing ran twice");
+    rt.shutdown();
+}
+
+#[test]
+fn an_injection_capacity_of_zero_is_refused_by_name() {
+    let error = Runtime::builder().shards(1).pin(false).injection_capacity(0).build().unwrap_err();
+    assert!(error.to_string().contains("injection_capacity must be in 1..=2^31"), "{error}");
+}

@@ -122,12 +122,13 @@ impl LocalQueues {
         let producer = producers[shard].as_mut().expect("no ring to our own shard");
         let sent = producer.push_slice(batch);
         // A full ring is backpressure on the ring, not on the actor: the
-        // rest go through the target's injection queue, which has room for
-        // every actor of the runtime.
+        // rest go through the target's injection queues, which never refuse
+        // one (see `Scheduler::push_injected`).
         for &ptr in &batch[sent..] {
-            if self.sched().shards[shard].injection.push(ptr).is_err() {
-                unreachable!("injection queues hold every actor of the runtime");
-            }
+            // SAFETY: we hold the actor's SCHEDULED token (it is on our
+            // outbound batch), so the cell is alive.
+            let pinned = unsafe { ptr.0.as_ref() }.header().pinned;
+            self.sched().push_injected(ptr, shard, pinned);
         }
         batch.clear();
         self.sched().wake(shard);

@@ -54,6 +54,7 @@ use crate::actor::{Actor, ActorRef, ExitReason, Pid, ReplyTo};
 use crate::error::{AskError, RuntimeError};
 use crate::fault::{FaultInjector, FaultPlan, Injector};
 use crate::io::{IoBackendKind, MAX_IO_IN_FLIGHT};
+use crate::sync::mpmc::MpmcQueue;
 use crate::sync::{deque, park, spsc};
 use crate::topology::{self, CpuClaim, CpuSet, Placement, ShardPlacement, Topology};
 use blocking::BlockingPool;
@@ -78,6 +79,13 @@ pub const DEFAULT_REDUCTION_BUDGET: u32 = 128;
 /// Entries in each SPSC ring between two shards: 1 Ki wake-ups in flight per
 /// pair before the overflow path takes over.
 pub const DEFAULT_RING_CAPACITY: usize = 1024;
+/// Room in each shard's injection queue: runnable actors woken from threads
+/// outside the runtime, or past a full shard-to-shard ring. Past it, an
+/// unpinned actor waits in the runtime-wide overflow queue (any shard runs
+/// it); a pinned one has a queue of its own with room for every actor of
+/// its shard. 4 Ki entries cost 96 KiB per shard, written at build: the
+/// per-shard cost no longer grows with the number of shards.
+pub const DEFAULT_INJECTION_CAPACITY: usize = 1 << 12;
 /// Pending timers per shard.
 pub const DEFAULT_TIMER_CAPACITY: usize = 1 << 16;
 /// Timer resolution: 1 ms is the accuracy the runtime promises, and a
@@ -176,6 +184,7 @@ pub(crate) struct Config {
     pub(crate) max_actors_per_shard: usize,
     pub(crate) reduction_budget: u32,
     pub(crate) ring_capacity: usize,
+    pub(crate) injection_capacity: usize,
     pub(crate) timer_capacity: usize,
     pub(crate) timer_tick: Duration,
     pub(crate) max_name_len: usize,
@@ -227,9 +236,9 @@ pub struct SpawnOptions {
 /// |---|---|---|---|
 /// | shards | 2 | 16 | 1, unpinned |
 /// | threads | 6 | 20 | 2 |
-/// | address space | 1.05 GiB | 6.6 GiB | 153 MiB |
-/// | resident | 28 MiB | 553 MiB | 1 MiB |
-/// | `build` | 15-55 ms | 150 ms | 1.1 ms |
+/// | address space | 1.0 GiB | 6.3 GiB | 153 MiB |
+/// | resident | 25 MiB | 194 MiB | 1 MiB |
+/// | `build` | 15-55 ms | 105 ms | 0.9 ms |
 ///
 /// - **Threads**: one per shard, plus [`DEFAULT_BLOCKING_THREADS`] (4)
 ///   blocking threads, plus 2 I/O threads per shard where io_uring is
@@ -238,13 +247,13 @@ pub struct SpawnOptions {
 ///   ([`DEFAULT_POOL_CLASSES`]), backed only as it is used; each new thread
 ///   gets a glibc malloc arena of up to 64 MiB of address space (kept by the
 ///   process after shutdown, and reused by later threads).
-/// - **Resident memory**: the queues and tables written at build. Each
-///   shard's injection queue has room for every actor of the runtime, so
-///   together they grow with the square of the shard count: 6 MiB for 2
-///   shards, 384 MiB for 16.
+/// - **Resident memory**: the queues and tables written at build, about
+///   11 MiB per shard (slot table, timer wheel, injection queues; see
+///   [`injection_capacity`](Self::injection_capacity)) plus a runtime-wide
+///   overflow queue of 24 B per actor the runtime may hold.
 /// - **Start**: `build` reads the topology, reserves the pools, writes the
 ///   queues and starts the threads: tens of milliseconds on a small
-///   machine, about 150 ms for 16 shards.
+///   machine, about 105 ms for 16 shards.
 ///
 /// A program that embeds the runtime (a library, a service with its own
 /// threads) wants [`embedded`](Self::embedded) instead, or its own limits:
@@ -307,6 +316,7 @@ impl Default for RuntimeBuilder {
                 max_actors_per_shard: DEFAULT_MAX_ACTORS_PER_SHARD,
                 reduction_budget: DEFAULT_REDUCTION_BUDGET,
                 ring_capacity: DEFAULT_RING_CAPACITY,
+                injection_capacity: DEFAULT_INJECTION_CAPACITY,
                 timer_capacity: DEFAULT_TIMER_CAPACITY,
                 timer_tick: DEFAULT_TIMER_TICK,
                 max_name_len: DEFAULT_MAX_NAME_LEN,
@@ -494,6 +504,12 @@ impl RuntimeBuilder {
         ring_capacity: usize
     );
     setter!(
+        /// Room in each shard's injection queue before unpinned actors
+        /// woken from outside spill into the runtime-wide overflow queue
+        /// ([`DEFAULT_INJECTION_CAPACITY`]).
+        injection_capacity: usize
+    );
+    setter!(
         /// Pending timers per shard ([`DEFAULT_TIMER_CAPACITY`]).
         timer_capacity: usize
     );
@@ -679,6 +695,12 @@ fn validate(config: &Config) -> Result<(), RuntimeError> {
     if config.reduction_budget == 0 {
         return bad("reduction_budget must be at least 1".into());
     }
+    if config.injection_capacity == 0 || config.injection_capacity > u32::MAX as usize / 2 {
+        return bad(format!(
+            "injection_capacity must be in 1..=2^31, not {}",
+            config.injection_capacity
+        ));
+    }
     if config.blocking_threads == 0 {
         return bad("blocking_threads must be at least 1".into());
     }
@@ -722,7 +744,8 @@ fn assemble(
         let (worker, stealer) = deque::bounded(deque_capacity)?;
         let (parker, unparker) = park::pair();
         shared.push(ShardShared {
-            injection: crate::sync::mpmc::MpmcQueue::with_capacity(total_actors)?,
+            injection: MpmcQueue::with_capacity(config.injection_capacity.min(total_actors))?,
+            injection_pinned: MpmcQueue::with_capacity(config.max_actors_per_shard)?,
             stealer,
             unparker,
             sleeping: Default::default(),

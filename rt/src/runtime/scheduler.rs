@@ -12,11 +12,20 @@
 //!   the actor's shard, flushed through the SPSC ring of that shard pair at
 //!   the end of the turn (one ring per ordered pair, as in Seastar);
 //! * from a thread outside the runtime, or when a ring is full, it goes into
-//!   the target shard's injection queue (a bounded MPMC queue).
+//!   the target shard's injection queue (a bounded MPMC queue): a pinned
+//!   actor into the shard's pinned injection queue, an unpinned one into
+//!   its injection queue, or, when that is full, into the runtime-wide
+//!   overflow queue, which every shard drains (any shard may run an
+//!   unpinned actor).
 //!
 //! Each actor is on at most one queue at a time, so a queue sized for every
-//! actor of the runtime can never be full: that is how the injection and
-//! overflow queues are sized.
+//! actor that can enter it can never be full: the overflow queue holds
+//! every actor of the runtime, a pinned injection queue every actor of its
+//! shard (a pinned actor never leaves the shard it was spawned on). The
+//! injection queues of unpinned actors are small instead
+//! (`injection_capacity`): sized for every actor of the runtime, each
+//! shard's would be, and together they would grow with the square of the
+//! shard count (384 MiB written at build for 16 shards).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
@@ -76,8 +85,11 @@ impl SlotTable {
 
 /// What other threads may touch of one shard.
 pub(crate) struct ShardShared {
-    /// Runnable actors sent from outside the runtime or past a full ring.
+    /// Runnable unpinned actors sent from outside the runtime or past a
+    /// full ring; past its room they go to `Scheduler::overflow`.
     pub(crate) injection: MpmcQueue<RunPtr>,
+    /// The same for the shard's pinned actors: room for all of them.
+    pub(crate) injection_pinned: MpmcQueue<RunPtr>,
     pub(crate) stealer: Stealer<RunPtr>,
     pub(crate) unparker: Unparker,
     /// True while the shard is parked or about to park.
@@ -93,7 +105,9 @@ pub(crate) struct ShardShared {
 pub(crate) struct Scheduler {
     pub(crate) config: Config,
     pub(crate) shards: Box<[ShardShared]>,
-    /// Where a shard's run queue spills when its deque is full.
+    /// Where a shard's run queue spills when its deque is full, and an
+    /// injection queue when it is full: unpinned actors only, taken by any
+    /// shard.
     pub(crate) overflow: MpmcQueue<RunPtr>,
     registry: Registry,
     blocking: BlockingPool,
@@ -324,15 +338,30 @@ impl Scheduler {
         if local::with_local(self, |queues| queues.push(ptr, shard, pinned)).is_some() {
             return;
         }
-        self.inject(ptr, shard);
+        self.inject(ptr, shard, pinned);
     }
 
-    /// Hands a runnable actor to `shard` through its injection queue.
-    pub(crate) fn inject(&self, ptr: RunPtr, shard: usize) {
-        if self.shards[shard].injection.push(ptr).is_err() {
-            unreachable!("injection queues hold every actor of the runtime");
-        }
+    /// Hands a runnable actor to `shard` through its injection queues, and
+    /// wakes it.
+    pub(crate) fn inject(&self, ptr: RunPtr, shard: usize, pinned: bool) {
+        self.push_injected(ptr, shard, pinned);
         self.wake(shard);
+    }
+
+    /// Queues a runnable actor for `shard` without waking it: a pinned one
+    /// in its pinned injection queue, an unpinned one in its injection
+    /// queue or, that one full, in the overflow queue.
+    pub(crate) fn push_injected(&self, ptr: RunPtr, shard: usize, pinned: bool) {
+        let target = &self.shards[shard];
+        if pinned {
+            if target.injection_pinned.push(ptr).is_err() {
+                unreachable!("a pinned injection queue holds every actor of its shard");
+            }
+        } else if let Err(full) = target.injection.push(ptr) {
+            if self.overflow.push(full.into_inner()).is_err() {
+                unreachable!("the overflow queue holds every actor of the runtime");
+            }
+        }
     }
 
     /// Wakes `shard` if it is parked. The fence pairs with the one in the

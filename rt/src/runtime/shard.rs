@@ -320,10 +320,12 @@ impl Shard {
                 any = true;
             }
         }
-        let injection = &self.ctx.sched.shards[self.ctx.index].injection;
-        while let Some(ptr) = injection.pop() {
-            place(&self.queues, ptr);
-            any = true;
+        let me = &self.ctx.sched.shards[self.ctx.index];
+        for injection in [&me.injection_pinned, &me.injection] {
+            while let Some(ptr) = injection.pop() {
+                place(&self.queues, ptr);
+                any = true;
+            }
         }
         any
     }
