@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 CRATES=(zbmd-alloc zbmd-rt)
 target="${CARGO_TARGET_DIR:-$PWD/target}/package-check"
 copy="$(mktemp -d)"
-trap 'rm -rf "$copy"' EXIT
+# The packages' builds are thrown away: nothing reuses them.
+trap 'rm -rf "$copy" "$target"' EXIT
 
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$copy"
 sed -i 's/^publish = false$/publish = true/' "$copy/Cargo.toml"
