@@ -103,11 +103,7 @@ fn a_request_to_a_dead_actor_resolves_to_noproc_at_once() {
     let rt = runtime(1);
     let (actor, _) = keeper(&rt);
     rt.exit(&actor.pid(), ExitReason::Kill);
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while actor.is_alive() {
-        assert!(std::time::Instant::now() < deadline, "the actor never died");
-        std::thread::yield_now();
-    }
+    eventually("the actor to die", || !actor.is_alive());
     let mut future = pin!(actor.ask_async(K::Get));
     let mut cx = TaskContext::from_waker(Waker::noop());
     assert_eq!(future.as_mut().poll(&mut cx), Poll::Ready(Err(AskError::NoProc)));

@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use zbmd_rt::supervisor::{
@@ -95,15 +95,6 @@ fn crash(child: &ChildRef<W>) -> ActorId {
     child.try_send(W::Crash).unwrap();
     eventually("the incarnation to die", || !current.is_alive());
     current.id()
-}
-
-/// Waits for `what`, yielding, at most PATIENCE.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
 }
 
 #[test]

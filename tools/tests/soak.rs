@@ -76,7 +76,7 @@ use zbmd_ml::train::{
     FaultSchedule, FaultTarget, Observer, RecoveryInfo, TrainConfig, TrainReport,
 };
 
-use common::TempDir;
+use common::{TempDir, tensors};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zbmd-node");
 
@@ -1081,23 +1081,6 @@ fn compare_parameters(findings: &mut Findings, context: &str, clean: &Path, chao
         };
         format!("{context}: {} bytes vs {} bytes; tensors differing: {differing}", a.len(), b.len())
     });
-}
-
-/// A safetensors file's tensors, sorted by name: name, dtype, shape, bytes.
-type Tensors = Vec<(String, String, Vec<usize>, Vec<u8>)>;
-
-/// Every tensor of a safetensors file.
-fn tensors(bytes: &[u8]) -> Option<Tensors> {
-    let file = safetensors::SafeTensors::deserialize(bytes).ok()?;
-    let mut out: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            (name, format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec())
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Some(out)
 }
 
 // ---------------------------------------------------------------------------

@@ -376,19 +376,10 @@ fn csv_and_idx_files_train_and_the_chosen_format_is_said() {
     assert_eq!(events(&lines, "summary")[0]["epochs"], 1);
 }
 
-/// Every tensor of a safetensors file: name → (dtype, shape, bytes).
-fn tensors(path: &Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+/// Every tensor of a safetensors file, sorted by name.
+fn tensors(path: &Path) -> common::Tensors {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<_> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            (name, format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec())
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    common::tensors(&bytes).unwrap_or_else(|| panic!("{}: not a safetensors file", path.display()))
 }
 
 /// The zero-loss property across a SIGKILL: a run killed mid-epoch and

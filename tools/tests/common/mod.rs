@@ -25,3 +25,20 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A safetensors file's tensors, sorted by name: name, dtype, shape, bytes.
+pub type Tensors = Vec<(String, String, Vec<usize>, Vec<u8>)>;
+
+/// Every tensor of a safetensors file's bytes; `None` when they are not one.
+pub fn tensors(bytes: &[u8]) -> Option<Tensors> {
+    let file = safetensors::SafeTensors::deserialize(bytes).ok()?;
+    let mut out: Tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (name, format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(out)
+}
