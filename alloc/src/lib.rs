@@ -26,7 +26,8 @@
 
 mod buf;
 mod error;
-mod facade;
+#[doc(hidden)]
+pub mod facade;
 mod pool;
 mod region;
 mod shard;

@@ -167,6 +167,21 @@ unsafe impl Send for Core {}
 // SAFETY: see `Send`.
 unsafe impl Sync for Core {}
 
+/// Under loom only: freeing the core writes the owner's list and every
+/// block's `next` cell. loom does not see a deallocation, so without this a
+/// model could not tell a free that is ordered after every other thread's
+/// last use of the core (the `AcqRel` of `count_home`) from one that is not;
+/// with it, such a free is a data race on a cell, which loom reports.
+#[cfg(zbmd_loom)]
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.owner_side.local.with_mut(|_| {});
+        for meta in self.meta.iter() {
+            meta.next.with_mut(|_| {});
+        }
+    }
+}
+
 /// What a pool is made of.
 pub(crate) struct Spec<'a> {
     pub(crate) region: &'a Region,
@@ -297,10 +312,14 @@ impl Core {
         unsafe { self.base.add(index as usize * self.stride) }
     }
 
-    /// Binds the pool to the calling thread.
+    /// Binds the pool to the calling thread. Acquire on success: pairs with
+    /// `unbind`, so the former owner's local operations happen before ours
+    /// (`loom_tests`: `a_pool_rebound_on_another_thread_sees_its_free_list`).
+    /// Relaxed on failure: a thread that did not bind reads nothing of the
+    /// pool's owner side.
     pub(crate) fn bind(&self, token: usize) -> Result<(), AllocError> {
         self.owner
-            .compare_exchange(NOBODY, token, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(NOBODY, token, Ordering::AcqRel, Ordering::Relaxed)
             .map(drop)
             .map_err(|_| AllocError::AlreadyBound { pool: self.name.clone() })
     }
@@ -315,9 +334,11 @@ impl Core {
             .map_err(|_| self.not_owner())
     }
 
-    /// Whether the pool is bound to some thread.
+    /// Whether the pool is bound to some thread: a snapshot. Relaxed: it
+    /// publishes nothing; a caller that acts on it binds, and `bind`'s own
+    /// exchange is what acquires.
     pub(crate) fn is_bound(&self) -> bool {
-        self.owner.load(Ordering::Acquire) != NOBODY
+        self.owner.load(Ordering::Relaxed) != NOBODY
     }
 
     #[cold]
@@ -515,11 +536,13 @@ impl Core {
     }
 
     /// Generation check for a slot id: whether that allocation is still
-    /// live.
+    /// live (a snapshot). Relaxed: the answer publishes nothing (the caller
+    /// reaches no block through it), and the bump it would pair with,
+    /// `retire`'s, is itself Relaxed in release builds.
     pub(crate) fn is_live(&self, index: u32, generation: u32) -> bool {
         self.meta
             .get(index as usize)
-            .is_some_and(|meta| meta.generation.load(Ordering::Acquire) == generation)
+            .is_some_and(|meta| meta.generation.load(Ordering::Relaxed) == generation)
     }
 
     /// Debug builds: panics unless the block is at `generation`.
@@ -633,9 +656,14 @@ impl PoolRef {
     /// Closes the pool (the last handle is going); see the module docs.
     fn close(&self) {
         let core = self.core();
-        // Acquire: pairs with `unbind`, so a former owner's local work
-        // happens before this close reads `in_use`.
-        let owner = core.owner.load(Ordering::Acquire);
+        // Relaxed: this load only decides between leaking and closing. A
+        // former owner's local work (and its `unbind`) already happens
+        // before this close: the close runs on the last handle's drop, whose
+        // `AcqRel` decrement orders it after every use of every handle, and
+        // a thread can only unbind through a handle (or a reference to one,
+        // whose end Rust orders before the handle's drop, by a join or
+        // whatever else passed it on).
+        let owner = core.owner.load(Ordering::Relaxed);
         if owner != NOBODY && owner != thread_token() {
             tracing::error!(
                 pool = %core.name,
@@ -665,6 +693,11 @@ impl Clone for PoolRef {
 
 impl Drop for PoolRef {
     fn drop(&mut self) {
+        // AcqRel, as `Arc`'s drop: every use of the pool through another
+        // handle happens before the close that the last decrement runs
+        // (`close` leans on it, see there). No model tells it from Relaxed:
+        // the models' pools have one handle (a second lives in a shard's
+        // registry); it rests on `Arc`'s argument.
         if self.core().handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.close();
         }

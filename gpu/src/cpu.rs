@@ -1,7 +1,7 @@
 //! The CPU backend: always present, and the reference every other backend
 //! is checked against.
 //!
-//! Kernels are Rust functions ([`CpuKernelFn`]) that run to completion on
+//! Kernels are Rust functions ([`HostKernelFn`]) that run to completion on
 //! the thread that launches them: in a kernel actor, that is the actor's
 //! shard. Streams therefore complete their work as it is submitted, and
 //! events are always already reached; the interface still checks every
@@ -22,11 +22,9 @@ use crate::device::{
     KernelHandle, LaunchConfig, MemoryInfo, Stream,
 };
 use crate::error::GpuError;
+use crate::host::{HostKernelFn, HostLaunch};
 use crate::kernel::{Kernel, KernelSource};
-
-/// A kernel written in Rust for the CPU backend. It reads its arguments
-/// through the [`CpuLaunch`] and returns when its work is done.
-pub type CpuKernelFn = fn(&mut CpuLaunch<'_>) -> Result<(), GpuError>;
+use crate::launch::{gemm_args, gemm_config};
 
 /// At most this many live buffers per CPU device.
 pub const MAX_BUFFERS: usize = 1 << 20;
@@ -61,7 +59,7 @@ struct Tables {
     used_bytes: u64,
     streams: HashMap<u32, ()>,
     events: HashMap<u64, ()>,
-    kernels: Vec<(String, CpuKernelFn)>,
+    kernels: Vec<(String, HostKernelFn)>,
     standard: HashMap<Kernel, KernelHandle>,
     next_id: u64,
 }
@@ -90,7 +88,7 @@ impl CpuDevice {
         let info = DeviceInfo {
             id: DeviceId::new(BackendKind::Cpu, ordinal),
             name: format!("cpu: {} ({cores} cores)", cpu_model()),
-            memory_total: bytes,
+            memory_total_bytes: bytes,
             capability: cpu_capability(),
             is_software: true,
             max_block_threads: 1024,
@@ -136,7 +134,7 @@ impl CpuDevice {
         }
     }
 
-    fn register(&self, name: String, function: CpuKernelFn) -> Result<KernelHandle, GpuError> {
+    fn register(&self, name: String, function: HostKernelFn) -> Result<KernelHandle, GpuError> {
         let mut tables = self.tables();
         if tables.kernels.len() >= MAX_KERNELS {
             return Err(GpuError::LimitReached {
@@ -163,18 +161,19 @@ impl Device for CpuDevice {
 
     fn memory(&self) -> Result<MemoryInfo, GpuError> {
         let used = self.tables().used_bytes;
-        Ok(MemoryInfo { free: self.info.memory_total - used, total: self.info.memory_total })
+        let total_bytes = self.info.memory_total_bytes;
+        Ok(MemoryInfo { free_bytes: total_bytes - used, total_bytes })
     }
 
     fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
         let id = {
             let mut tables = self.tables();
-            let free = self.info.memory_total - tables.used_bytes;
-            if bytes as u64 > free {
+            let free_bytes = self.info.memory_total_bytes - tables.used_bytes;
+            if bytes as u64 > free_bytes {
                 return Err(GpuError::OutOfMemory {
                     device: self.id(),
-                    requested: bytes,
-                    free: free as usize,
+                    requested_bytes: bytes,
+                    free_bytes: free_bytes as usize,
                 });
             }
             if tables.buffers.len() >= MAX_BUFFERS {
@@ -384,16 +383,8 @@ impl Device for CpuDevice {
         distinct.sort_unstable_by_key(|(id, _)| *id);
         let mut guards: Vec<(u64, MutexGuard<'_, Box<[f32]>>)> =
             distinct.iter().map(|(id, storage)| (*id, lock(storage))).collect();
-        let views: Vec<(u64, *mut f32, usize)> =
-            guards.iter_mut().map(|(id, words)| (*id, words.as_mut_ptr(), words.len())).collect();
-        let mut launch = CpuLaunch {
-            device: self.id(),
-            kernel: &name,
-            config,
-            args,
-            views,
-            scratch: Vec::new(),
-        };
+        let views = guards.iter_mut().map(|(id, words)| (*id, &mut words[..]));
+        let mut launch = HostLaunch::new(self.id(), &name, config, args, views);
         let result = function(&mut launch);
         drop(launch);
         drop(guards);
@@ -403,8 +394,8 @@ impl Device for CpuDevice {
     fn gemm(&self, stream: Stream, gemm: &Gemm) -> Result<(), GpuError> {
         gemm.validate(self.id())?;
         let handle = self.load_kernel(Kernel::Gemm)?;
-        let args = crate::kernel::gemm_args(self, gemm)?;
-        self.launch(stream, handle, crate::kernel::gemm_config(gemm), &args)
+        let args = gemm_args(self, gemm)?;
+        self.launch(stream, handle, gemm_config(gemm), &args)
     }
 
     fn health(&self) -> Result<HealthReport, GpuError> {
@@ -422,116 +413,8 @@ fn lock(storage: &Storage) -> MutexGuard<'_, Box<[f32]>> {
     storage.words.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One CPU kernel launch: its shape, its scalars and views of its buffers.
-///
-/// Buffers are reached by argument index. [`io`](Self::io) hands out the
-/// inputs and the one output a kernel writes together; if the output is
-/// also one of the inputs (an in-place launch), that input is copied first,
-/// so a kernel never sees aliased slices.
-pub struct CpuLaunch<'a> {
-    device: DeviceId,
-    kernel: &'a str,
-    config: LaunchConfig,
-    args: &'a [Arg],
-    /// Each distinct buffer: its id and its words, locked by `launch` for
-    /// the launch's whole life.
-    views: Vec<(u64, *mut f32, usize)>,
-    scratch: Vec<Vec<f32>>,
-}
-
-impl CpuLaunch<'_> {
-    /// The launch's shape.
-    pub fn config(&self) -> LaunchConfig {
-        self.config
-    }
-
-    /// The device it runs on.
-    pub fn device(&self) -> DeviceId {
-        self.device
-    }
-
-    /// The number of arguments.
-    pub fn arg_count(&self) -> usize {
-        self.args.len()
-    }
-
-    fn error(&self, detail: String) -> GpuError {
-        GpuError::invalid(self.device, format!("{}: {detail}", self.kernel))
-    }
-
-    /// Argument `index` as a `u32`.
-    pub fn u32(&self, index: usize) -> Result<u32, GpuError> {
-        match self.args.get(index) {
-            Some(Arg::U32(value)) => Ok(*value),
-            other => Err(self.error(format!("argument {index} should be a u32, is {other:?}"))),
-        }
-    }
-
-    /// Argument `index` as an `f32`.
-    pub fn f32(&self, index: usize) -> Result<f32, GpuError> {
-        match self.args.get(index) {
-            Some(Arg::F32(value)) => Ok(*value),
-            other => Err(self.error(format!("argument {index} should be an f32, is {other:?}"))),
-        }
-    }
-
-    fn view(&self, index: usize) -> Result<(u64, *mut f32, usize), GpuError> {
-        let Some(Arg::Buffer(buffer)) = self.args.get(index) else {
-            return Err(self.error(format!(
-                "argument {index} should be a buffer, is {:?}",
-                self.args.get(index)
-            )));
-        };
-        let &(id, ptr, words) =
-            self.views.iter().find(|(id, _, _)| *id == buffer.id).ok_or_else(|| {
-                self.error(format!(
-                    "argument {index}: buffer {} was not bound to this launch",
-                    buffer.id
-                ))
-            })?;
-        // A buffer's words round its bytes up; a kernel sees whole floats only.
-        Ok((id, ptr, words.min(buffer.bytes / 4)))
-    }
-
-    /// Read-only views of buffer arguments `inputs` and a mutable view of
-    /// buffer argument `output`.
-    pub fn io<const N: usize>(
-        &mut self,
-        inputs: [usize; N],
-        output: usize,
-    ) -> Result<([&[f32]; N], &mut [f32]), GpuError> {
-        let (out_id, out_ptr, out_len) = self.view(output)?;
-        let mut resolved = [(std::ptr::null::<f32>(), 0usize); N];
-        for (slot, &index) in resolved.iter_mut().zip(&inputs) {
-            let (id, ptr, len) = self.view(index)?;
-            *slot = if id == out_id {
-                // SAFETY: `ptr` points at `len` initialised floats of a
-                // buffer whose lock this launch holds, and no mutable view
-                // of it exists yet (views are only handed out below).
-                let copy = unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec();
-                self.scratch.push(copy);
-                let copy = self.scratch.last().expect("just pushed");
-                (copy.as_ptr(), copy.len())
-            } else {
-                (ptr.cast_const(), len)
-            };
-        }
-        // SAFETY: every pointer names floats that stay valid for the
-        // launch: buffer words are locked by `launch` until this
-        // `CpuLaunch` is dropped, and scratch copies are never moved or
-        // freed before then (`scratch` only grows, and a `Vec`'s heap data
-        // does not move when the outer `Vec` reallocates). The output is the
-        // only mutable view, and no input view aliases it: an input that
-        // named the output's buffer was copied to scratch above.
-        unsafe {
-            let views = resolved.map(|(ptr, len)| std::slice::from_raw_parts(ptr, len));
-            Ok((views, std::slice::from_raw_parts_mut(out_ptr, out_len)))
-        }
-    }
-}
-
 /// The Rust version of a standard kernel.
-fn standard(kernel: Kernel) -> CpuKernelFn {
+fn standard(kernel: Kernel) -> HostKernelFn {
     match kernel {
         Kernel::Empty => |_| Ok(()),
         Kernel::VectorAdd => |launch| {
@@ -677,7 +560,10 @@ mod tests {
         let device = CpuDevice::with_budget(1024);
         let first = device.alloc(1000).unwrap();
         let error = device.alloc(100).unwrap_err();
-        assert!(matches!(error, GpuError::OutOfMemory { requested: 100, free: 24, .. }), "{error}");
+        assert!(
+            matches!(error, GpuError::OutOfMemory { requested_bytes: 100, free_bytes: 24, .. }),
+            "{error}"
+        );
         device.free(first).unwrap();
         device.alloc(1000).expect("freed memory is reusable");
     }
@@ -686,7 +572,7 @@ mod tests {
     fn in_place_launches_see_their_input_before_the_write() {
         let device = CpuDevice::with_budget(1 << 20);
         let stream = device.create_stream().unwrap();
-        let kernels = crate::Kernels::load(&device).unwrap();
+        let kernels = crate::launch::Kernels::load(&device).unwrap();
         let x = device.alloc(16).unwrap();
         device.write(stream, x, 0, bytemuck::cast_slice(&[1.0f32, 2.0, 3.0, 4.0])).unwrap();
         kernels.vector_add(&device, stream, [x, x, x], 4).unwrap();

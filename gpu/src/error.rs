@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::device::{BackendKind, DeviceId};
+use crate::info::{BackendKind, DeviceId};
 
 /// A device operation's failure.
 ///
@@ -25,14 +25,14 @@ pub enum GpuError {
     },
     /// An allocation did not fit in the device's memory. Recoverable: free
     /// something or ask for less (the trainer halves its micro-batch).
-    #[error("{device}: out of memory: asked for {requested} bytes with {free} free")]
+    #[error("{device}: out of memory: asked for {requested_bytes} bytes with {free_bytes} free")]
     OutOfMemory {
         /// The device.
         device: DeviceId,
         /// Bytes asked for.
-        requested: usize,
+        requested_bytes: usize,
         /// Bytes free when it failed, as the backend reports them.
-        free: usize,
+        free_bytes: usize,
     },
     /// The device stopped answering (fell off the bus, driver reset, Vulkan's
     /// `ERROR_DEVICE_LOST`). Everything on it is gone.

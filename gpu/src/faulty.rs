@@ -207,7 +207,12 @@ impl FaultyDevice {
     }
 
     /// Counts a call of `operation` and decides whether a fault hits it.
-    fn roll(&self, operation: Operation, kernel: &str, requested: usize) -> Result<(), GpuError> {
+    fn roll(
+        &self,
+        operation: Operation,
+        kernel: &str,
+        requested_bytes: usize,
+    ) -> Result<(), GpuError> {
         self.alive()?;
         let call = self.calls[operation as usize].fetch_add(1, Ordering::Relaxed) + 1;
         let ruled = {
@@ -231,7 +236,7 @@ impl FaultyDevice {
         });
         match fault {
             None => Ok(()),
-            Some(fault) => Err(self.raise(fault, operation, kernel, requested)),
+            Some(fault) => Err(self.raise(fault, operation, kernel, requested_bytes)),
         }
     }
 
@@ -240,7 +245,7 @@ impl FaultyDevice {
         fault: Fault,
         operation: Operation,
         kernel: &str,
-        requested: usize,
+        requested_bytes: usize,
     ) -> GpuError {
         self.injected[fault as usize].fetch_add(1, Ordering::Relaxed);
         let device = self.id();
@@ -249,8 +254,8 @@ impl FaultyDevice {
         match fault {
             Fault::OutOfMemory => GpuError::OutOfMemory {
                 device,
-                requested,
-                free: self.inner.memory().map_or(0, |memory| memory.free as usize),
+                requested_bytes,
+                free_bytes: self.inner.memory().map_or(0, |memory| memory.free_bytes as usize),
             },
             Fault::KernelTimeout => GpuError::KernelTimeout { device, kernel: kernel.to_owned() },
             Fault::DeviceLost => {
@@ -422,7 +427,7 @@ mod tests {
         let device = FaultyDevice::with_rules(cpu(), [rule]);
         device.alloc(64).expect("first call passes");
         let error = device.alloc(64).unwrap_err();
-        assert!(matches!(error, GpuError::OutOfMemory { requested: 64, .. }), "{error}");
+        assert!(matches!(error, GpuError::OutOfMemory { requested_bytes: 64, .. }), "{error}");
         device.alloc(64).expect("out of memory is one-off");
         assert_eq!(device.injected(Fault::OutOfMemory), 1);
         assert!(!device.is_lost());
@@ -437,7 +442,7 @@ mod tests {
         };
         let device = FaultyDevice::with_rules(cpu(), [rule]);
         let stream = device.create_stream().unwrap();
-        let kernels = crate::Kernels::load(&device).unwrap();
+        let kernels = crate::launch::Kernels::load(&device).unwrap();
         let error = kernels.empty(&device, stream, 1).unwrap_err();
         assert!(matches!(error, GpuError::DeviceLost { .. }));
         assert!(matches!(device.alloc(4), Err(GpuError::DeviceLost { .. })));
@@ -453,7 +458,7 @@ mod tests {
                 .site(site_name(Operation::Launch, Fault::KernelTimeout), 0.3);
             let device = FaultyDevice::new(cpu(), &FaultInjector::new(plan).unwrap());
             let stream = device.create_stream().unwrap();
-            let kernels = crate::Kernels::load(&device).unwrap();
+            let kernels = crate::launch::Kernels::load(&device).unwrap();
             (0..200).map(|_| kernels.empty(&device, stream, 1).is_err()).collect::<Vec<bool>>()
         };
         let first = run(11);

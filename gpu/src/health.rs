@@ -394,7 +394,9 @@ mod tests {
         let device = DeviceId::new(BackendKind::Cpu, ordinal);
         match class {
             ErrorClass::Transient => GpuError::KernelTimeout { device, kernel: "k".into() },
-            ErrorClass::OutOfMemory => GpuError::OutOfMemory { device, requested: 1, free: 0 },
+            ErrorClass::OutOfMemory => {
+                GpuError::OutOfMemory { device, requested_bytes: 1, free_bytes: 0 }
+            }
             ErrorClass::Device => GpuError::DeviceLost { device, detail: "gone".into() },
             ErrorClass::Request => GpuError::invalid(device, "bad"),
         }

@@ -1,14 +1,14 @@
-//! The standard kernels every backend ships, their argument lists, and the
-//! launch shapes that go with them.
+//! What a kernel is: the standard kernels every backend ships (their names,
+//! argument lists and block sizes), and a user kernel's source.
 //!
-//! Each kernel is written once per backend, in that backend's language
-//! (`kernels/cuda/*.cu`, `kernels/hip/*.hip`, `kernels/wgsl/*.wgsl`, Rust in
-//! [`crate::cpu`]), and checked against the CPU's results in the tests. All
-//! work on row-major `f32` data. Buffers come first in each argument list,
-//! then scalars, as [`Arg`] says.
+//! Each standard kernel is written once per backend language: CUDA C
+//! (`kernels/cuda/*.cu`, which ROCm also compiles, behind
+//! `kernels/hip/prelude.h`), WGSL (`kernels/wgsl/*.wgsl`) and Rust in the
+//! CPU backend; each is checked against the CPU's results in the tests. All work on row-major `f32` data. Buffers come first in each
+//! argument list, then scalars, as [`Arg`](crate::handle::Arg) says. How to
+//! launch them with checked arguments is [`crate::launch`].
 
-use crate::device::{Arg, Buffer, Device, KernelHandle, LaunchConfig, Stream};
-use crate::error::GpuError;
+use crate::host::HostKernelFn;
 
 /// Threads per block of the one-dimensional kernels (and of the reductions'
 /// single block). Every backend's source is written for this size.
@@ -89,7 +89,8 @@ impl Kernel {
     }
 }
 
-/// A kernel's source in one backend's language, for [`Device::compile`].
+/// A kernel's source in one backend's language, for
+/// [`Device::compile`](crate::device::Device::compile).
 #[derive(Debug, Clone)]
 pub enum KernelSource {
     /// CUDA C, compiled by NVRTC; `entry` is an `extern "C" __global__`.
@@ -113,12 +114,12 @@ pub enum KernelSource {
         /// The source.
         source: String,
     },
-    /// A Rust function run on the CPU.
+    /// A Rust function run on the host (by the CPU backend).
     Cpu {
         /// Its name, for logs and errors.
         entry: String,
         /// The function.
-        function: crate::cpu::CpuKernelFn,
+        function: HostKernelFn,
     },
 }
 
@@ -132,237 +133,4 @@ impl KernelSource {
             | KernelSource::Cpu { entry, .. } => entry,
         }
     }
-}
-
-/// Checks a standard kernel's arguments: count, order (buffers first) and
-/// that no buffer is smaller than `min_f32[i]` floats.
-pub fn check_args(
-    device: &dyn Device,
-    kernel: Kernel,
-    args: &[Arg],
-    min_f32: &[usize],
-) -> Result<(), GpuError> {
-    let id = device.id();
-    let (buffers, scalars) = kernel.arity();
-    if args.len() != buffers + scalars {
-        return Err(GpuError::invalid(
-            id,
-            format!("{} takes {} arguments, got {}", kernel.name(), buffers + scalars, args.len()),
-        ));
-    }
-    for (index, arg) in args.iter().enumerate() {
-        let is_buffer = matches!(arg, Arg::Buffer(_));
-        if is_buffer != (index < buffers) {
-            return Err(GpuError::invalid(
-                id,
-                format!("{}: argument {index} has the wrong kind ({arg:?})", kernel.name()),
-            ));
-        }
-        let (Arg::Buffer(buffer), Some(&need)) = (arg, min_f32.get(index)) else {
-            continue;
-        };
-        if buffer.len_f32() < need {
-            return Err(GpuError::invalid(
-                id,
-                format!(
-                    "{}: buffer argument {index} holds {} f32 but {need} are needed",
-                    kernel.name(),
-                    buffer.len_f32()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A device with its standard kernels loaded: the typed way to launch them.
-///
-/// Each method checks sizes, picks the standard launch shape and submits
-/// to `stream`; none waits for the result.
-pub struct Kernels {
-    handles: [KernelHandle; Kernel::ALL.len()],
-}
-
-impl Kernels {
-    /// Loads every standard kernel on `device`.
-    pub fn load(device: &dyn Device) -> Result<Self, GpuError> {
-        let mut handles = [KernelHandle(0); Kernel::ALL.len()];
-        for (slot, kernel) in handles.iter_mut().zip(Kernel::ALL) {
-            *slot = device.load_kernel(kernel)?;
-        }
-        Ok(Kernels { handles })
-    }
-
-    /// The handle of one standard kernel.
-    pub fn handle(&self, kernel: Kernel) -> KernelHandle {
-        self.handles[kernel as usize]
-    }
-
-    fn launch(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        kernel: Kernel,
-        config: LaunchConfig,
-        args: &[Arg],
-        min_f32: &[usize],
-    ) -> Result<(), GpuError> {
-        check_args(device, kernel, args, min_f32)?;
-        device.launch(stream, self.handle(kernel), config, args)
-    }
-
-    /// The empty kernel over `n` threads.
-    pub fn empty(&self, device: &dyn Device, stream: Stream, n: usize) -> Result<(), GpuError> {
-        let config = LaunchConfig::linear(n, BLOCK);
-        self.launch(device, stream, Kernel::Empty, config, &[Arg::U32(u32_len(device, n)?)], &[])
-    }
-
-    /// `out = a + b` over `n` floats.
-    pub fn vector_add(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [a, b, out]: [Buffer; 3],
-        n: usize,
-    ) -> Result<(), GpuError> {
-        let args =
-            [Arg::Buffer(a), Arg::Buffer(b), Arg::Buffer(out), Arg::U32(u32_len(device, n)?)];
-        let config = LaunchConfig::linear(n, BLOCK);
-        self.launch(device, stream, Kernel::VectorAdd, config, &args, &[n, n, n])
-    }
-
-    /// `out = alpha * x` over `n` floats.
-    pub fn scale(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [x, out]: [Buffer; 2],
-        alpha: f32,
-        n: usize,
-    ) -> Result<(), GpuError> {
-        let args =
-            [Arg::Buffer(x), Arg::Buffer(out), Arg::F32(alpha), Arg::U32(u32_len(device, n)?)];
-        let config = LaunchConfig::linear(n, BLOCK);
-        self.launch(device, stream, Kernel::Scale, config, &args, &[n, n])
-    }
-
-    /// `out = relu(x)` over `n` floats.
-    pub fn relu(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [x, out]: [Buffer; 2],
-        n: usize,
-    ) -> Result<(), GpuError> {
-        let args = [Arg::Buffer(x), Arg::Buffer(out), Arg::U32(u32_len(device, n)?)];
-        let config = LaunchConfig::linear(n, BLOCK);
-        self.launch(device, stream, Kernel::Relu, config, &args, &[n, n])
-    }
-
-    /// `out = grad * (x > 0)` over `n` floats.
-    pub fn relu_grad(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [x, grad, out]: [Buffer; 3],
-        n: usize,
-    ) -> Result<(), GpuError> {
-        let args =
-            [Arg::Buffer(x), Arg::Buffer(grad), Arg::Buffer(out), Arg::U32(u32_len(device, n)?)];
-        let config = LaunchConfig::linear(n, BLOCK);
-        self.launch(device, stream, Kernel::ReluGrad, config, &args, &[n, n, n])
-    }
-
-    /// `out[0] = Σ x[..n]`.
-    pub fn sum(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [x, out]: [Buffer; 2],
-        n: usize,
-    ) -> Result<(), GpuError> {
-        self.reduce(device, stream, Kernel::Sum, [x, out], n)
-    }
-
-    /// `out[0] = max x[..n]`.
-    pub fn max(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [x, out]: [Buffer; 2],
-        n: usize,
-    ) -> Result<(), GpuError> {
-        self.reduce(device, stream, Kernel::Max, [x, out], n)
-    }
-
-    fn reduce(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        kernel: Kernel,
-        [x, out]: [Buffer; 2],
-        n: usize,
-    ) -> Result<(), GpuError> {
-        let args = [Arg::Buffer(x), Arg::Buffer(out), Arg::U32(u32_len(device, n)?)];
-        let config = LaunchConfig { grid: [1, 1, 1], block: [BLOCK, 1, 1] };
-        self.launch(device, stream, kernel, config, &args, &[n, 1])
-    }
-
-    /// Row-wise softmax of a `rows` × `cols` matrix.
-    pub fn softmax(
-        &self,
-        device: &dyn Device,
-        stream: Stream,
-        [x, out]: [Buffer; 2],
-        rows: usize,
-        cols: usize,
-    ) -> Result<(), GpuError> {
-        let n = rows
-            .checked_mul(cols)
-            .ok_or_else(|| GpuError::invalid(device.id(), "softmax: rows × cols overflows"))?;
-        let args = [
-            Arg::Buffer(x),
-            Arg::Buffer(out),
-            Arg::U32(u32_len(device, rows)?),
-            Arg::U32(u32_len(device, cols)?),
-        ];
-        let config =
-            LaunchConfig { grid: [u32_len(device, rows.max(1))?, 1, 1], block: [BLOCK, 1, 1] };
-        self.launch(device, stream, Kernel::Softmax, config, &args, &[n, n])
-    }
-
-    /// The standard GEMM kernel (not the vendor library: see [`Device::gemm`]).
-    pub fn gemm(&self, device: &dyn Device, stream: Stream, gemm: &Gemm) -> Result<(), GpuError> {
-        gemm.validate(device.id())?;
-        let args = gemm_args(device, gemm)?;
-        self.launch(device, stream, Kernel::Gemm, gemm_config(gemm), &args, &[])
-    }
-}
-
-use crate::device::Gemm;
-
-/// The standard GEMM kernel's arguments for `gemm`.
-pub fn gemm_args(device: &dyn Device, gemm: &Gemm) -> Result<[Arg; 8], GpuError> {
-    Ok([
-        Arg::Buffer(gemm.a),
-        Arg::Buffer(gemm.b),
-        Arg::Buffer(gemm.c),
-        Arg::U32(u32_len(device, gemm.m)?),
-        Arg::U32(u32_len(device, gemm.n)?),
-        Arg::U32(u32_len(device, gemm.k)?),
-        Arg::F32(gemm.alpha),
-        Arg::F32(gemm.beta),
-    ])
-}
-
-/// The standard GEMM kernel's launch shape for `gemm`.
-pub fn gemm_config(gemm: &Gemm) -> LaunchConfig {
-    let tiles = |extent: usize| extent.div_ceil(GEMM_TILE as usize).max(1) as u32;
-    LaunchConfig { grid: [tiles(gemm.n), tiles(gemm.m), 1], block: [GEMM_TILE, GEMM_TILE, 1] }
-}
-
-fn u32_len(device: &dyn Device, n: usize) -> Result<u32, GpuError> {
-    u32::try_from(n).map_err(|_| {
-        GpuError::invalid(device.id(), format!("{n} elements exceed a kernel's u32 index"))
-    })
 }

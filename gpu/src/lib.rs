@@ -16,16 +16,31 @@
 //! and HIP libraries are loaded or linked only when used) and report an
 //! absent driver or device as a value, never a panic: see [`detect_devices`].
 
+// The interface: what every backend implements and the machinery built on
+// it. These modules name no backend (gpu/tests/interface_graph.rs checks).
+pub mod device;
+pub mod error;
+pub mod executor;
+pub mod handle;
+pub mod health;
+mod health_monitor;
+pub mod host;
+pub mod info;
+pub mod job;
+pub mod kernel;
+pub mod kernel_actor;
+pub mod launch;
+pub mod pool;
+
+// The backends, each depending on the interface, and detection, which
+// knows them all.
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod detect;
-pub mod device;
-pub mod error;
 pub mod faulty;
-pub mod health;
-pub mod kernel;
-pub mod pool;
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+pub mod native;
 #[cfg(feature = "rocm")]
 pub mod rocm;
 #[cfg(feature = "vulkan")]
@@ -33,12 +48,15 @@ pub mod vulkan;
 
 pub use cpu::CpuDevice;
 pub use detect::{BackendReport, BackendStatus, Detection, detect_backends, detect_devices};
-pub use device::{
-    Arg, BackendKind, Buffer, Device, DeviceId, DeviceInfo, Event, Gemm, HealthReport,
-    KernelHandle, LaunchConfig, MemoryInfo, Stream,
-};
+pub use device::Device;
 pub use error::{ErrorClass, GpuError};
+pub use executor::Executor;
 pub use faulty::FaultyDevice;
+pub use handle::{Arg, Buffer, Event, Gemm, KernelHandle, LaunchConfig, Stream};
 pub use health::{Health, HealthPolicy, HealthRegistry};
-pub use kernel::{Kernel, KernelSource, Kernels};
-pub use pool::{Executor, GpuPool, Job, JobError, Op};
+pub use host::{HostKernelFn, HostLaunch};
+pub use info::{BackendKind, DeviceId, DeviceInfo, HealthReport, MemoryInfo};
+pub use job::{Job, JobError, Op};
+pub use kernel::{Kernel, KernelSource};
+pub use launch::Kernels;
+pub use pool::{GpuPool, GpuPoolBuilder, GpuPoolError, JobStats};

@@ -1,5 +1,5 @@
-//! Kernel actors under the GPU supervisor: how work reaches a device and
-//! survives the device failing.
+//! The GPU pool: kernel actors under a GPU supervisor, and how a caller's
+//! job reaches one and survives its device failing.
 //!
 //! ```text
 //!                       GPU supervisor (one_for_one)
@@ -10,646 +10,32 @@
 //!             critical device to move)
 //! ```
 //!
-//! A [`Job`] carries its inputs in host memory, so any device can run it.
-//! [`GpuPool::run`] sends it to a kernel actor, which uploads the inputs,
-//! launches and reads the result back (an [`Executor`] does the device
-//! work; the benchmarks call one directly as the baseline). Then:
-//!
-//! - a **transient** error (kernel timeout, busy device) is retried by the
-//!   actor, at most [`MAX_TRANSIENT_RETRIES`] times, after 1, 2, 4, ... ms
-//!   on its shard's timer (the shard never sleeps);
-//! - **out of memory** is answered as [`JobError::OutOfMemory`] after the
-//!   actor has freed its cached buffers and tried once more: the caller
-//!   shrinks its work;
-//! - a **device** error (lost device, ECC, a driver fault) makes the device
-//!   critical in the [`HealthRegistry`], is answered as
-//!   [`JobError::DeviceFailed`], and crashes the actor. Its supervisor
-//!   restarts it, and placement puts the new incarnation on a healthy
-//!   device. `GpuPool::run` sends the job again, so the caller gets the
-//!   right answer from the other device, at most [`GpuPoolBuilder::max_migrations`]
-//!   times;
-//! - a bad request is answered as [`JobError::Gpu`] at once.
-//!
-//! Every device a job touched hears of the outcome, so health follows
-//! what work actually met. The health monitor also probes each driver
-//! every `probe_period` and tells actors on a device that went critical
-//! to move.
+//! [`GpuPool::run`] sends a [`Job`] to a kernel actor
+//! ([`crate::kernel_actor`], which retries transient errors and crashes on
+//! a device error) and waits for its answer. When the answer is
+//! [`JobError::DeviceFailed`], it waits until that incarnation has been
+//! replaced and sends the job again, so the caller gets the right answer
+//! from another device, at most [`GpuPoolBuilder::max_migrations`] times.
+//! The health monitor (`health_monitor.rs`) moves idle actors off a
+//! device that went critical.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use zbmd_rt::supervisor::{
-    ChildRef, ChildSpec, Supervisor, SupervisorError, SupervisorRef, SupervisorSpec,
+    ChildRef, ChildSpec, Incarnation, RestartWaitError, Supervisor, SupervisorError, SupervisorRef,
+    SupervisorSpec,
 };
-use zbmd_rt::{Actor, ActorError, AskError, Context, ExitReason, ReplyTo, Runtime};
+use zbmd_rt::{AskError, ExitReason, Runtime};
 
-use crate::device::{Buffer, Device, DeviceId, Gemm, Stream};
-use crate::error::{ErrorClass, GpuError};
-use crate::health::{Health, HealthPolicy, HealthRegistry, Placement};
-use crate::kernel::Kernels;
-
-/// Transient errors a kernel actor retries before answering with the error.
-pub const MAX_TRANSIENT_RETRIES: u32 = 3;
-
-/// One operation of a [`Job`], with its sizes. Inputs are in the order the
-/// standard kernel takes them ([`crate::Kernel`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Op {
-    /// The empty kernel over `n` threads; no inputs, no output.
-    Empty {
-        /// Threads.
-        n: usize,
-    },
-    /// `a + b`.
-    VectorAdd {
-        /// Elements.
-        n: usize,
-    },
-    /// `alpha * x`.
-    Scale {
-        /// The factor.
-        alpha: f32,
-        /// Elements.
-        n: usize,
-    },
-    /// `max(x, 0)`.
-    Relu {
-        /// Elements.
-        n: usize,
-    },
-    /// `grad * (x > 0)`, inputs `x` then `grad`.
-    ReluGrad {
-        /// Elements.
-        n: usize,
-    },
-    /// `Σ x`, one output.
-    Sum {
-        /// Elements.
-        n: usize,
-    },
-    /// `max x`, one output.
-    Max {
-        /// Elements.
-        n: usize,
-    },
-    /// Row-wise softmax.
-    Softmax {
-        /// Rows.
-        rows: usize,
-        /// Columns.
-        cols: usize,
-    },
-    /// `a · b` with `a` m×k and `b` k×n, row-major.
-    Gemm {
-        /// Rows of the result.
-        m: usize,
-        /// Columns of the result.
-        n: usize,
-        /// The shared dimension.
-        k: usize,
-    },
-}
-
-impl Op {
-    /// The lengths its inputs must have.
-    pub fn input_lens(&self) -> Vec<usize> {
-        match *self {
-            Op::Empty { .. } => vec![],
-            Op::VectorAdd { n } | Op::ReluGrad { n } => vec![n, n],
-            Op::Scale { n, .. } | Op::Relu { n } | Op::Sum { n } | Op::Max { n } => vec![n],
-            Op::Softmax { rows, cols } => vec![rows.saturating_mul(cols)],
-            Op::Gemm { m, n, k } => vec![m.saturating_mul(k), k.saturating_mul(n)],
-        }
-    }
-
-    /// The length of its result.
-    pub fn output_len(&self) -> usize {
-        match *self {
-            Op::Empty { .. } => 0,
-            Op::VectorAdd { n } | Op::ReluGrad { n } | Op::Scale { n, .. } | Op::Relu { n } => n,
-            Op::Sum { .. } | Op::Max { .. } => 1,
-            Op::Softmax { rows, cols } => rows.saturating_mul(cols),
-            Op::Gemm { m, n, .. } => m.saturating_mul(n),
-        }
-    }
-}
-
-/// Work for a kernel actor: an operation and its inputs, in host memory so
-/// that any device can run it (and run it again after a migration).
-/// Cloning shares the inputs.
-#[derive(Debug, Clone)]
-pub struct Job {
-    op: Op,
-    inputs: Vec<Arc<[f32]>>,
-}
-
-impl Job {
-    /// A job, checked: as many inputs as the op takes, each of its length.
-    pub fn new(op: Op, inputs: Vec<Arc<[f32]>>) -> Result<Job, JobError> {
-        let lens = op.input_lens();
-        if inputs.len() != lens.len() {
-            return Err(JobError::Invalid(format!(
-                "{op:?} takes {} inputs, got {}",
-                lens.len(),
-                inputs.len()
-            )));
-        }
-        for (index, (input, &len)) in inputs.iter().zip(&lens).enumerate() {
-            if input.len() != len {
-                return Err(JobError::Invalid(format!(
-                    "{op:?}: input {index} has {} elements, {len} expected",
-                    input.len()
-                )));
-            }
-        }
-        Ok(Job { op, inputs })
-    }
-
-    /// The operation.
-    pub fn op(&self) -> Op {
-        self.op
-    }
-
-    /// The inputs.
-    pub fn inputs(&self) -> &[Arc<[f32]>] {
-        &self.inputs
-    }
-}
-
-/// " (N bytes asked)" for an allocation's out-of-memory, nothing otherwise.
-fn asked(requested: usize) -> String {
-    if requested == 0 { String::new() } else { format!(" ({requested} bytes asked)") }
-}
-
-/// Why a job did not complete.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum JobError {
-    /// The job itself is malformed.
-    #[error("invalid job: {0}")]
-    Invalid(String),
-    /// The job did not fit in device memory, even with the actor's cached
-    /// buffers freed. Recoverable: retry with less.
-    #[error("{device}: out of memory for this job{}", asked(*.requested))]
-    OutOfMemory {
-        /// The device.
-        device: DeviceId,
-        /// The allocation that failed (0 when the device ran out during a
-        /// launch or a wait rather than an allocation).
-        requested: usize,
-    },
-    /// The device failed under the job; the actor is moving to another
-    /// device. [`GpuPool::run`] retries these itself.
-    #[error("{device} failed: {error}")]
-    DeviceFailed {
-        /// The device.
-        device: DeviceId,
-        /// What it said.
-        error: GpuError,
-    },
-    /// A device error that retrying cannot fix (a bad request, or transient
-    /// errors past the retry bound).
-    #[error(transparent)]
-    Gpu(GpuError),
-    /// No device is left to run the job: every one is critical, or the job
-    /// moved `max_migrations` times.
-    #[error("no healthy device to run the job after {migrations} migrations (last error: {last})")]
-    NoHealthyDevice {
-        /// Migrations made.
-        migrations: u32,
-        /// The last device failure, in words.
-        last: String,
-    },
-    /// The job did not complete within the pool's call timeout.
-    #[error("the job did not complete in {0:?}")]
-    Timeout(Duration),
-    /// The runtime refused the request (shutting down, say).
-    #[error("runtime: {0}")]
-    Runtime(String),
-}
-
-/// Runs jobs on one device through one stream, keeping a device buffer per
-/// input and one for the output, grown as jobs need and reused after.
-///
-/// This is the device work of a kernel actor, without the actor:
-/// benchmarks call it directly as the baseline of the actor's overhead.
-pub struct Executor {
-    device: Arc<dyn Device>,
-    stream: Stream,
-    kernels: Kernels,
-    /// Cached buffers: inputs first, the output last.
-    scratch: Vec<Option<Buffer>>,
-}
-
-impl Executor {
-    /// Opens a stream on `device` and loads the standard kernels.
-    pub fn open(device: Arc<dyn Device>) -> Result<Executor, GpuError> {
-        let stream = device.create_stream()?;
-        match Kernels::load(&*device) {
-            Ok(kernels) => Ok(Executor { device, stream, kernels, scratch: vec![None; 3] }),
-            Err(error) => {
-                let _ = device.destroy_stream(stream);
-                Err(error)
-            }
-        }
-    }
-
-    /// The device it runs on.
-    pub fn device(&self) -> &Arc<dyn Device> {
-        &self.device
-    }
-
-    /// Its stream.
-    pub fn stream(&self) -> Stream {
-        self.stream
-    }
-
-    /// The standard kernels, loaded on its device.
-    pub fn kernels(&self) -> &Kernels {
-        &self.kernels
-    }
-
-    /// A cached buffer of at least `len` floats in `slot`.
-    fn buffer(&mut self, slot: usize, len: usize) -> Result<Buffer, GpuError> {
-        let bytes = len.max(1) * 4;
-        if let Some(buffer) = self.scratch[slot] {
-            if buffer.bytes >= bytes {
-                return Ok(buffer);
-            }
-            self.scratch[slot] = None;
-            self.device.free(buffer)?;
-        }
-        let buffer = self.device.alloc(bytes)?;
-        self.scratch[slot] = Some(buffer);
-        Ok(buffer)
-    }
-
-    /// Frees the cached buffers (after an out-of-memory error, say).
-    pub fn release_scratch(&mut self) {
-        for buffer in self.scratch.iter_mut().filter_map(Option::take) {
-            let _ = self.device.free(buffer);
-        }
-    }
-
-    /// Runs `job`: uploads its inputs, launches, and leaves the result in
-    /// `out` (resized to the op's output length).
-    pub fn run(&mut self, job: &Job, out: &mut Vec<f32>) -> Result<(), GpuError> {
-        let mut inputs = [None; 2];
-        for (slot, input) in job.inputs.iter().enumerate() {
-            let buffer = self.buffer(slot, input.len())?;
-            self.device.write(self.stream, buffer, 0, bytemuck::cast_slice(input))?;
-            inputs[slot] = Some(buffer);
-        }
-        let output_len = job.op.output_len();
-        let output = self.buffer(2, output_len)?;
-        let (device, stream, kernels) = (&*self.device, self.stream, &self.kernels);
-        let input = |slot: usize| inputs[slot].expect("validated by Job::new");
-        match job.op {
-            Op::Empty { n } => kernels.empty(device, stream, n)?,
-            Op::VectorAdd { n } => {
-                kernels.vector_add(device, stream, [input(0), input(1), output], n)?
-            }
-            Op::Scale { alpha, n } => {
-                kernels.scale(device, stream, [input(0), output], alpha, n)?
-            }
-            Op::Relu { n } => kernels.relu(device, stream, [input(0), output], n)?,
-            Op::ReluGrad { n } => {
-                kernels.relu_grad(device, stream, [input(0), input(1), output], n)?
-            }
-            Op::Sum { n } => kernels.sum(device, stream, [input(0), output], n)?,
-            Op::Max { n } => kernels.max(device, stream, [input(0), output], n)?,
-            Op::Softmax { rows, cols } => {
-                kernels.softmax(device, stream, [input(0), output], rows, cols)?
-            }
-            Op::Gemm { m, n, k } => {
-                let gemm =
-                    Gemm { m, n, k, alpha: 1.0, beta: 0.0, a: input(0), b: input(1), c: output };
-                device.gemm(stream, &gemm)?
-            }
-        }
-        out.clear();
-        out.resize(output_len, 0.0);
-        if output_len == 0 {
-            self.device.synchronize(self.stream)
-        } else {
-            self.device.read(self.stream, output, 0, bytemuck::cast_slice_mut(out))
-        }
-    }
-}
-
-impl Drop for Executor {
-    fn drop(&mut self) {
-        self.release_scratch();
-        let _ = self.device.destroy_stream(self.stream);
-    }
-}
-
-/// What the pool's actors and its callers share.
-struct Shared {
-    registry: Arc<HealthRegistry>,
-    /// The device each kernel actor runs on now (None between incarnations).
-    current: Vec<Mutex<Option<DeviceId>>>,
-    jobs: AtomicU64,
-    retries: AtomicU64,
-    migrations: AtomicU64,
-}
-
-impl Shared {
-    fn set_current(&self, slot: usize, device: Option<DeviceId>) {
-        *self.current[slot].lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = device;
-    }
-
-    fn current(&self, slot: usize) -> Option<DeviceId> {
-        *self.current[slot].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A kernel actor's messages.
-pub enum KernelMsg {
-    /// Run a job and answer with its result.
-    Run {
-        /// The job.
-        job: Job,
-        /// Transient failures so far.
-        attempt: u32,
-        /// Where the result goes.
-        reply: JobReply,
-        /// A buffer for the result, reused when its capacity suffices (see
-        /// [`GpuPool::run_into`]).
-        out: Vec<f32>,
-    },
-    /// Leave the device if it has gone critical (from the health monitor).
-    Migrate,
-    /// A job run on a blocking thread is done (sent by the actor to itself).
-    Done(Completed),
-}
-
-/// Where a job's result goes.
-pub type JobReply = ReplyTo<Result<Vec<f32>, JobError>>;
-
-/// A job that ran on a blocking thread, with the executor it borrowed.
-pub struct Completed {
-    executor: Executor,
-    job: Job,
-    attempt: u32,
-    reply: JobReply,
-    out: Vec<f32>,
-    result: Result<(), GpuError>,
-}
-
-/// Jobs a kernel actor holds while its executor is busy on a blocking
-/// thread; past this a job is answered `Busy`.
-pub const MAX_WAITING_JOBS: usize = 1024;
-
-/// Owns one device placement and one stream; runs jobs sent to it.
-///
-/// On the CPU backend a job runs on the actor's shard (CPU kernels are Rust
-/// functions run by the shards). On a GPU the actor lends its executor to
-/// one of the runtime's blocking threads for the upload, launch and the
-/// wait for the result, so the shard keeps running other actors; jobs that
-/// arrive meanwhile wait in the actor, in order.
-struct KernelActor {
-    slot: usize,
-    shared: Arc<Shared>,
-    placement: Option<Placement>,
-    /// None while lent to a blocking thread.
-    executor: Option<Executor>,
-    /// Jobs (with their transient-failure counts) waiting for the executor.
-    waiting: std::collections::VecDeque<(Job, u32, JobReply, Vec<f32>)>,
-}
-
-impl KernelActor {
-    fn device_id(&self) -> Option<DeviceId> {
-        self.placement.as_ref().map(|placement| placement.health().id())
-    }
-
-    /// Runs `job` inline (CPU) or on a blocking thread (GPU).
-    fn start(
-        &mut self,
-        ctx: &mut Context<'_, Self>,
-        job: Job,
-        attempt: u32,
-        reply: JobReply,
-        mut out: Vec<f32>,
-    ) -> Result<(), ActorError> {
-        let health = self.placement.as_ref().expect("placed in started").health().clone();
-        if health.health() == Health::Critical {
-            // Another actor's failure (or a probe) condemned this device:
-            // hand the job back and move.
-            let error =
-                GpuError::DeviceLost { device: health.id(), detail: "device is critical".into() };
-            reply.reply(Err(JobError::DeviceFailed { device: health.id(), error }));
-            return Err(ActorError::msg(format!("leaving critical device {}", health.id())));
-        }
-        let mut executor = self.executor.take().expect("start is called with the executor home");
-        if health.id().backend == crate::device::BackendKind::Cpu {
-            let result = run_job(&mut executor, &job, &mut out);
-            self.executor = Some(executor);
-            return self.finish(ctx, job, attempt, reply, out, result);
-        }
-        let work = move || {
-            let mut out = out;
-            let result = run_job(&mut executor, &job, &mut out);
-            Completed { executor, job, attempt, reply, out, result }
-        };
-        ctx.spawn_blocking(work, KernelMsg::Done).map_err(|error| {
-            ActorError::msg(format!("kernel actor {}: no blocking thread: {error}", self.slot))
-        })
-    }
-
-    /// Answers a finished job, or retries it, or crashes on a device error.
-    fn finish(
-        &mut self,
-        ctx: &mut Context<'_, Self>,
-        job: Job,
-        attempt: u32,
-        reply: JobReply,
-        out: Vec<f32>,
-        result: Result<(), GpuError>,
-    ) -> Result<(), ActorError> {
-        let health = self.placement.as_ref().expect("placed in started").health().clone();
-        let Err(error) = result else {
-            health.record_success();
-            self.shared.jobs.fetch_add(1, Ordering::Relaxed);
-            reply.reply(Ok(out));
-            return Ok(());
-        };
-        health.record_error(&error);
-        let device = health.id();
-        match error.class() {
-            ErrorClass::Transient if attempt < MAX_TRANSIENT_RETRIES => {
-                self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                let retry = KernelMsg::Run { job, attempt: attempt + 1, reply, out: Vec::new() };
-                // If the timer cannot be set, the retry (and its reply)
-                // is dropped and the caller hears `Dropped`.
-                let _ = ctx.send_after(&ctx.myself(), retry, Duration::from_millis(1 << attempt));
-                Ok(())
-            }
-            ErrorClass::Transient | ErrorClass::Request => {
-                reply.reply(Err(JobError::Gpu(error)));
-                Ok(())
-            }
-            ErrorClass::OutOfMemory => {
-                let requested = match error {
-                    GpuError::OutOfMemory { requested, .. } => requested,
-                    _ => 0,
-                };
-                reply.reply(Err(JobError::OutOfMemory { device, requested }));
-                Ok(())
-            }
-            ErrorClass::Device => {
-                let message = format!("device {device} failed: {error}");
-                reply.reply(Err(JobError::DeviceFailed { device, error }));
-                Err(ActorError::msg(message))
-            }
-        }
-    }
-}
-
-/// Runs a job, freeing the executor's cached buffers and trying once more
-/// if the device is out of memory (they may be what fills it).
-fn run_job(executor: &mut Executor, job: &Job, out: &mut Vec<f32>) -> Result<(), GpuError> {
-    match executor.run(job, out) {
-        Err(error) if error.class() == ErrorClass::OutOfMemory => {
-            executor.release_scratch();
-            executor.run(job, out)
-        }
-        result => result,
-    }
-}
-
-impl Actor for KernelActor {
-    type Msg = KernelMsg;
-
-    fn started(&mut self, _: &mut Context<'_, Self>) -> Result<(), ActorError> {
-        // Try devices in placement order until one opens; each failure makes
-        // that device less preferred (or critical) for the next try.
-        let mut last = String::from("every device is critical");
-        let mut tried = Vec::new();
-        for _ in 0..self.shared.registry.devices().len() {
-            let Some(placement) = self.shared.registry.place(&tried) else { break };
-            if tried.contains(&placement.health().id()) {
-                break; // every device left has been tried
-            }
-            match Executor::open(placement.health().device().clone()) {
-                Ok(executor) => {
-                    let device = placement.health().id();
-                    tracing::debug!(slot = self.slot, %device, "kernel actor placed");
-                    self.shared.set_current(self.slot, Some(device));
-                    self.placement = Some(placement);
-                    self.executor = Some(executor);
-                    return Ok(());
-                }
-                Err(error) => {
-                    placement.health().record_error(&error);
-                    tried.push(placement.health().id());
-                    last = error.to_string();
-                }
-            }
-        }
-        Err(ActorError::msg(format!("kernel actor {}: no device to run on: {last}", self.slot)))
-    }
-
-    fn handle(&mut self, ctx: &mut Context<'_, Self>, msg: KernelMsg) -> Result<(), ActorError> {
-        match msg {
-            KernelMsg::Migrate => {
-                let health = self.placement.as_ref().expect("placed in started").health().clone();
-                if health.health() == Health::Critical {
-                    return Err(ActorError::msg(format!(
-                        "leaving critical device {}",
-                        health.id()
-                    )));
-                }
-                Ok(())
-            }
-            KernelMsg::Run { job, attempt, reply, out } if self.executor.is_some() => {
-                self.start(ctx, job, attempt, reply, out)
-            }
-            KernelMsg::Run { job, attempt, reply, out } => {
-                if self.waiting.len() >= MAX_WAITING_JOBS {
-                    let device = self.device_id().expect("placed in started");
-                    let detail =
-                        format!("{MAX_WAITING_JOBS} jobs already wait for this kernel actor");
-                    reply.reply(Err(JobError::Gpu(GpuError::Busy { device, detail })));
-                } else {
-                    self.waiting.push_back((job, attempt, reply, out));
-                }
-                Ok(())
-            }
-            KernelMsg::Done(done) => {
-                let Completed { executor, job, attempt, reply, out, result } = done;
-                self.executor = Some(executor);
-                self.finish(ctx, job, attempt, reply, out, result)?;
-                // The next waiting job, if the executor is still home (a
-                // CPU job finishes inline; a GPU job lends it out again).
-                while self.executor.is_some() {
-                    let Some((job, attempt, reply, out)) = self.waiting.pop_front() else { break };
-                    self.start(ctx, job, attempt, reply, out)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn stopping(&mut self, _: &mut Context<'_, Self>, reason: &ExitReason) {
-        if let Some(device) = self.device_id() {
-            tracing::debug!(slot = self.slot, %device, %reason, "kernel actor leaving its device");
-        }
-        self.shared.set_current(self.slot, None);
-        // Dropping the executor frees its buffers and stream (best effort on
-        // a failed device), and dropping the placement releases its place.
-        // Waiting jobs' callers hear `Dropped` and send them again.
-        self.executor = None;
-        self.placement = None;
-        self.waiting.clear();
-    }
-}
-
-/// The health monitor's messages.
-#[derive(Clone)]
-enum MonitorMsg {
-    Tick,
-}
-
-/// Probes every device and tells actors on critical devices to move.
-struct HealthMonitor {
-    shared: Arc<Shared>,
-    kernels: Vec<ChildRef<KernelMsg>>,
-    period: Duration,
-}
-
-impl Actor for HealthMonitor {
-    type Msg = MonitorMsg;
-
-    fn started(&mut self, ctx: &mut Context<'_, Self>) -> Result<(), ActorError> {
-        ctx.send_interval(&ctx.myself(), || MonitorMsg::Tick, self.period)
-            .map_err(|error| ActorError::msg(format!("health monitor timer: {error}")))?;
-        Ok(())
-    }
-
-    fn handle(
-        &mut self,
-        _: &mut Context<'_, Self>,
-        MonitorMsg::Tick: MonitorMsg,
-    ) -> Result<(), ActorError> {
-        self.shared.registry.probe_all();
-        for (slot, kernel) in self.kernels.iter().enumerate() {
-            let Some(device) = self.shared.current(slot) else { continue };
-            let critical = self
-                .shared
-                .registry
-                .devices()
-                .iter()
-                .any(|health| health.id() == device && health.health() == Health::Critical);
-            if critical {
-                // Full mailbox: it will find out at its next job anyway.
-                let _ = kernel.try_send(KernelMsg::Migrate);
-            }
-        }
-        Ok(())
-    }
-}
+use crate::device::Device;
+use crate::health::{HealthPolicy, HealthRegistry};
+use crate::health_monitor::HealthMonitor;
+use crate::info::DeviceId;
+use crate::job::{Job, JobError};
+use crate::kernel_actor::{KernelActor, KernelMsg, Shared};
 
 /// Configures a [`GpuPool`].
 pub struct GpuPoolBuilder {
@@ -728,32 +114,20 @@ impl GpuPoolBuilder {
         }
         let registry =
             HealthRegistry::new(self.devices, self.policy).map_err(GpuPoolError::Config)?;
-        let shared = Arc::new(Shared {
-            registry: Arc::new(registry),
-            current: (0..actors).map(|_| Mutex::new(None)).collect(),
-            jobs: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            migrations: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(registry, actors));
         let specs: Vec<ChildSpec<KernelActor>> = (0..actors)
             .map(|slot| {
                 let shared = shared.clone();
-                ChildSpec::worker(format!("kernel-{slot}"), move || KernelActor {
-                    slot,
-                    shared: shared.clone(),
-                    placement: None,
-                    executor: None,
-                    waiting: Default::default(),
+                ChildSpec::worker(format!("kernel-{slot}"), move || {
+                    KernelActor::new(slot, shared.clone())
                 })
             })
             .collect();
         let kernels: Vec<ChildRef<KernelMsg>> = specs.iter().map(ChildSpec::child_ref).collect();
         let monitor = {
             let (shared, kernels, period) = (shared.clone(), kernels.clone(), self.probe_period);
-            ChildSpec::worker("health-monitor", move || HealthMonitor {
-                shared: shared.clone(),
-                kernels: kernels.clone(),
-                period,
+            ChildSpec::worker("health-monitor", move || {
+                HealthMonitor::new(shared.clone(), kernels.clone(), period)
             })
         };
         // Room for every actor to move twice in quick succession (a device
@@ -789,9 +163,10 @@ pub enum GpuPoolError {
     Start(SupervisorError),
 }
 
-/// Counts of what a pool did.
+/// Counts of what happened to a pool's jobs: completed, retried in place,
+/// moved to another device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PoolStats {
+pub struct JobStats {
     /// Jobs completed.
     pub jobs: u64,
     /// Transient errors retried by actors.
@@ -844,56 +219,59 @@ impl GpuPool {
         let mut out = Some(out);
         let kernel = &self.kernels[slot % self.kernels.len()];
         let deadline = Instant::now() + self.call_timeout;
-        let mut migrations = 0;
-        let mut last = String::from("none");
-        let mut backoff = Duration::from_micros(50);
+        let timeout = JobError::Timeout(self.call_timeout);
+        let all_critical = || self.health().place_would_fail();
+        let (mut migrations, mut last) = (0, String::from("none"));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(JobError::Timeout(self.call_timeout));
+                return Err(timeout);
             }
-            let sent_to = kernel.current().map(|actor| actor.pid());
-            let answer = kernel.call(
-                |reply| KernelMsg::Run {
-                    job: job.clone(),
-                    attempt: 0,
-                    reply,
-                    out: out.take().unwrap_or_default(),
-                },
-                left,
-            );
-            match answer {
+            // Taken before the call: a device failure comes from this
+            // incarnation (or a later one, if the call waited for a restart).
+            let seen = kernel.incarnation();
+            let run = |reply| KernelMsg::Run {
+                job: job.clone(),
+                attempt: 0,
+                reply,
+                out: out.take().unwrap_or_default(),
+            };
+            match kernel.call(run, left) {
                 Ok(Ok(out)) => return Ok(out),
                 Ok(Err(JobError::DeviceFailed { device, error })) => {
                     last = format!("{device}: {error}");
                     migrations += 1;
-                    // The failed incarnation is about to crash: wait until it
-                    // has, so the job goes to its successor rather than into
-                    // its mailbox (where it would die with it).
-                    while sent_to.is_some() && kernel.current().map(|actor| actor.pid()) == sent_to
-                    {
-                        if Instant::now() >= deadline {
-                            return Err(JobError::Timeout(self.call_timeout));
-                        }
-                        std::thread::yield_now();
+                    // The failed incarnation is about to crash: wait for its
+                    // successor, so the job goes there rather than into the
+                    // dying one's mailbox (where it would die with it). If
+                    // none will come, the next call says so (`NoProc`).
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if let Err(RestartWaitError::Timeout) = kernel.wait_for_restart(seen, left) {
+                        return Err(timeout);
                     }
                 }
                 Ok(Err(other)) => return Err(other),
-                // The actor died with our job queued or running.
+                // The actor died with our job running.
                 Err(AskError::Dropped) => migrations += 1,
-                // Between an actor's death and its restart, or a full mailbox.
-                Err(AskError::NoProc | AskError::Full) => {
-                    if self.health().place_would_fail() {
+                // A full mailbox; or no incarnation, and none will start
+                // unless a parent tree restarts the GPU supervisor.
+                Err(error @ (AskError::Full | AskError::NoProc)) => {
+                    if all_critical() {
                         return Err(JobError::NoHealthyDevice { migrations, last });
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(5));
+                    let waited = match error {
+                        AskError::Full => kernel.wait_for_room(left),
+                        _ => wait_for_rebind(kernel, seen, deadline, all_critical),
+                    };
+                    if !waited {
+                        return Err(timeout);
+                    }
                     continue;
                 }
-                Err(AskError::Timeout) => return Err(JobError::Timeout(self.call_timeout)),
+                Err(AskError::Timeout) => return Err(timeout),
                 Err(error) => return Err(JobError::Runtime(error.to_string())),
             }
-            if self.health().place_would_fail() {
+            if all_critical() {
                 return Err(JobError::NoHealthyDevice { migrations, last });
             }
             self.shared.migrations.fetch_add(1, Ordering::Relaxed);
@@ -924,8 +302,8 @@ impl GpuPool {
     }
 
     /// What the pool did so far.
-    pub fn stats(&self) -> PoolStats {
-        PoolStats {
+    pub fn stats(&self) -> JobStats {
+        JobStats {
             jobs: self.shared.jobs.load(Ordering::Relaxed),
             retries: self.shared.retries.load(Ordering::Relaxed),
             migrations: self.shared.migrations.load(Ordering::Relaxed),
@@ -966,5 +344,39 @@ impl fmt::Debug for GpuPool {
             .field("placements", &self.placements())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+/// Waits until kernel actor `kernel` is bound again after incarnation
+/// `seen`: true then, false once `deadline` passes. A retired kernel actor
+/// (its GPU supervisor stopped) is bound again when a parent tree restarts
+/// the GPU supervisor; a top-level pool's never is, and the caller then
+/// hears `Timeout`, as it would from a call. Returns true early when
+/// `all_critical` says every device is, so that the caller answers that.
+// TODO(issue 14): rt wait. `ChildRef::wait_for_restart` answers `Retired` at
+// once while the child is retired, so across a parent's restart this backs
+// off (50 µs doubling to 5 ms) instead of sleeping on the binding; replace it
+// with a wait that ignores retirement (asked of rt: `ChildRef::wait_for_bind`).
+fn wait_for_rebind(
+    kernel: &ChildRef<KernelMsg>,
+    seen: Incarnation,
+    deadline: Instant,
+    all_critical: impl Fn() -> bool,
+) -> bool {
+    let mut backoff = Duration::from_micros(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match kernel.wait_for_restart(seen, left) {
+            Ok(()) => return true,
+            Err(RestartWaitError::Timeout) => return false,
+            Err(RestartWaitError::Retired) if all_critical() => return true,
+            Err(RestartWaitError::Retired) => {
+                std::thread::sleep(backoff.min(left));
+                backoff = (backoff * 2).min(Duration::from_millis(5));
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use zbmd_gpu::{CpuDevice, Device, GpuError, KernelSource, LaunchConfig, cpu::CpuLaunch};
+use zbmd_gpu::{CpuDevice, Device, GpuError, HostLaunch, KernelSource, LaunchConfig};
 
 #[test]
 fn the_cpu_passes_the_conformance_suite() {
@@ -10,7 +10,7 @@ fn the_cpu_passes_the_conformance_suite() {
 }
 
 /// A user kernel: `out = x * x`, written in Rust.
-fn square(launch: &mut CpuLaunch<'_>) -> Result<(), GpuError> {
+fn square(launch: &mut HostLaunch<'_>) -> Result<(), GpuError> {
     let n = launch.u32(2)? as usize;
     let ([x], out) = launch.io([0], 1)?;
     for (out, x) in out[..n].iter_mut().zip(&x[..n]) {

@@ -43,7 +43,7 @@ fn detection_answers_with_a_value_never_a_panic() {
             let device = open();
             assert_eq!(device.info().id.backend, BackendKind::Cuda);
             assert!(device.info().capability.starts_with("sm_"), "{:?}", device.info());
-            assert!(device.info().memory_total > 0);
+            assert!(device.info().memory_total_bytes > 0);
         }
         Err(GpuError::NotAvailable { backend, reason }) => {
             assert_eq!(backend, BackendKind::Cuda);
@@ -115,30 +115,30 @@ fn a_syntax_error_is_a_compile_error_with_nvrtcs_log() {
 
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
-fn the_pool_reuses_a_freed_block_without_asking_the_driver() {
+fn the_cache_reuses_a_freed_block_without_asking_the_driver() {
     let device = open();
     let bytes = 64 << 20;
     let first = device.alloc(bytes).unwrap();
     let address = device.device_pointer(first).unwrap();
     device.free(first).unwrap();
-    let stats = device.pool_stats();
+    let stats = device.cache_stats();
     assert_eq!((stats.live_buffers, stats.cached_blocks), (0, 1));
     assert!(stats.cached_bytes >= bytes);
-    let free_before = device.driver_memory().unwrap().free;
+    let free_before = device.driver_memory().unwrap().free_bytes;
     assert!(
-        device.memory().unwrap().free >= free_before + bytes as u64,
+        device.memory().unwrap().free_bytes >= free_before + bytes as u64,
         "cached bytes count as free"
     );
 
     let second = device.alloc(bytes).unwrap();
-    let free_after = device.driver_memory().unwrap().free;
+    let free_after = device.driver_memory().unwrap().free_bytes;
     assert!(free_after >= free_before, "the driver lost {} bytes", free_before - free_after);
     assert_eq!(device.device_pointer(second).unwrap(), address);
     assert_ne!(second.id, first.id, "a reused block gets a fresh handle");
     assert!(matches!(device.free(first), Err(GpuError::InvalidArgument { .. })), "stale handle");
     device.free(second).unwrap();
     device.trim_cache().unwrap();
-    assert_eq!(device.pool_stats().cached_bytes, 0);
+    assert_eq!(device.cache_stats().cached_bytes, 0);
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn an_absurd_allocation_is_out_of_memory() {
     let device = open();
     let requested = 1usize << 50;
     match device.alloc(requested) {
-        Err(GpuError::OutOfMemory { device: id, requested: asked, .. }) => {
+        Err(GpuError::OutOfMemory { device: id, requested_bytes: asked, .. }) => {
             assert_eq!((id, asked), (device.id(), requested));
         }
         other => panic!("expected OutOfMemory, got {other:?}"),

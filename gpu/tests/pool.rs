@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use zbmd_gpu::faulty::{Fault, Operation, Rule, Trigger, site_name};
 use zbmd_gpu::health::Health;
-use zbmd_gpu::pool::PoolStats;
 use zbmd_gpu::{
     BackendKind, CpuDevice, Device, DeviceId, Executor, FaultyDevice, GpuError, GpuPool, Job,
-    JobError, Op,
+    JobError, JobStats, Op,
 };
 use zbmd_rt::Runtime;
 use zbmd_rt::fault::{FaultInjector, FaultPlan};
@@ -132,7 +131,7 @@ fn transient_errors_past_the_bound_are_answered() {
     let (job, _) = vector_add(16);
     let error = pool.run(job).unwrap_err();
     assert!(matches!(error, JobError::Gpu(GpuError::KernelTimeout { .. })), "{error}");
-    let retries = u64::from(zbmd_gpu::pool::MAX_TRANSIENT_RETRIES);
+    let retries = u64::from(zbmd_gpu::kernel_actor::MAX_TRANSIENT_RETRIES);
     assert_eq!(
         stuck.injected(Fault::KernelTimeout),
         retries + 1,
@@ -154,7 +153,7 @@ fn out_of_memory_is_answered_and_the_device_stays_usable() {
         "{error}"
     );
     assert!(error.to_string().ends_with("bytes asked)"), "the allocation is named: {error}");
-    let launch = JobError::OutOfMemory { device: cpu_id(0), requested: 0 };
+    let launch = JobError::OutOfMemory { device: cpu_id(0), requested_bytes: 0 };
     assert_eq!(launch.to_string(), "cpu:0: out of memory for this job", "no allocation to name");
     let (smaller, expected) = vector_add(4 * 1024); // 3 × 16 KiB: fits
     assert_eq!(pool.run(smaller).unwrap(), expected, "a smaller job runs on the same device");
@@ -238,7 +237,7 @@ fn seeded_faults_never_corrupt_a_result() {
             Err(other) => panic!("n = {n}: {other}"),
         }
     }
-    let PoolStats { jobs, retries, .. } = pool.stats();
+    let JobStats { jobs, retries, .. } = pool.stats();
     assert!(retries > 20, "about a quarter of the launches retried, saw {retries}");
     assert_eq!(jobs + answered_with_error, 199);
     assert!(faults.fires(&site_name(Operation::Launch, Fault::KernelTimeout)) > 0);

@@ -95,7 +95,7 @@ fn an_absurd_allocation_is_out_of_memory() {
     let device = open();
     let requested = 1usize << 50;
     match device.alloc(requested) {
-        Err(GpuError::OutOfMemory { device: id, requested: asked, .. }) => {
+        Err(GpuError::OutOfMemory { device: id, requested_bytes: asked, .. }) => {
             assert_eq!((id, asked), (device.id(), requested));
         }
         other => panic!("expected OutOfMemory, got {other:?}"),

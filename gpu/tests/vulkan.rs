@@ -43,12 +43,12 @@ fn health_answers_and_allocations_show_in_free_memory() {
     assert!(health.responsive, "{health:?}");
     assert_eq!(health.ecc_corrected, None);
     let before = device.memory().expect("memory");
-    assert_eq!(before.total, device.info().memory_total);
+    assert_eq!(before.total_bytes, device.info().memory_total_bytes);
     let buffer = device.alloc(64 << 20).expect("alloc");
     let during = device.memory().expect("memory");
-    assert!(during.free + (64 << 20) <= before.free, "{before:?} -> {during:?}");
+    assert!(during.free_bytes + (64 << 20) <= before.free_bytes, "{before:?} -> {during:?}");
     device.free(buffer).expect("free");
-    assert_eq!(device.memory().expect("memory").free, before.free);
+    assert_eq!(device.memory().expect("memory").free_bytes, before.free_bytes);
 }
 
 const AXPY: &str = "

@@ -158,3 +158,58 @@ fn closing_races_a_remote_free_and_the_pool_is_freed_once() {
         assert_eq!(region.users(), 1, "the pool was not freed, or freed early");
     });
 }
+
+/// Binds the pool as soon as no other thread holds it, allocates a block
+/// and frees it (the owner's free list is written), and unbinds.
+fn own_for_a_while(pool: &BufPool) {
+    while pool.bind_current_thread().is_err() {
+        thread::yield_now();
+    }
+    drop(pool.alloc(8).unwrap());
+    pool.unbind_current_thread().unwrap();
+}
+
+/// The owner hand-off: two threads take turns owning the pool, in either
+/// order. The second's bind must see the first's free list (`unbind`
+/// Release, `bind` Acquire: loom fails the model on the list's cell
+/// otherwise); afterwards both blocks come out, distinct.
+#[test]
+fn a_pool_rebound_on_another_thread_sees_its_free_list() {
+    model(|| {
+        let region =
+            Region::map(RegionConfig::new("loom", 4096).hugepages(HugePages::Off)).expect("region");
+        let pool = Arc::new(BufPool::new(&region, "loom", 64, 2).expect("pool"));
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || own_for_a_while(&pool))
+        };
+        own_for_a_while(&pool);
+        other.join().unwrap();
+        pool.bind_current_thread().unwrap();
+        let mut held = Vec::new();
+        take_all(&pool, &mut held);
+        assert_distinct(&held, 2);
+        drop(held);
+        pool.unbind_current_thread().unwrap();
+    });
+}
+
+/// The teardown when the last remote block comes home: one thread frees
+/// its block before the close (the close's walk reads its `next`), another
+/// after or during it, while the owner drops the pool. Whoever brings the
+/// count home frees the pool (under loom that free writes every `next`
+/// cell), so it must come after every other thread's last use of the pool:
+/// the close's walk, the pushes. The pool is freed once, after both blocks.
+#[test]
+fn the_last_block_home_frees_the_pool_after_every_use() {
+    model(|| {
+        let (region, pool) = pool(2);
+        let bufs: Vec<PooledBuf> = (0..2).map(|_| pool.alloc(8).unwrap()).collect();
+        let freers: Vec<_> = bufs.into_iter().map(|buf| thread::spawn(move || drop(buf))).collect();
+        drop(pool);
+        for freer in freers {
+            freer.join().unwrap();
+        }
+        assert_eq!(region.users(), 1, "the pool was not freed, or freed early");
+    });
+}

@@ -23,6 +23,18 @@ fn steal_settled(stealer: &Stealer<u32>) -> Option<u32> {
     }
 }
 
+/// Steals a batch into `dest`, retrying on `Retry`; returns the element the
+/// batch steal hands back to run at once.
+fn steal_batch_into(stealer: &Stealer<u32>, dest: &Worker<u32>, max: usize) -> Option<u32> {
+    loop {
+        match stealer.steal_batch_and_pop(dest, max) {
+            Steal::Success(value) => return Some(value),
+            Steal::Empty => return None,
+            Steal::Retry => thread::yield_now(),
+        }
+    }
+}
+
 /// Pushes `value`, yielding while a claim keeps the deque full.
 fn push_settled(worker: &Worker<u32>, mut value: u32) {
     while let Err(Full(back)) = worker.push(value) {
@@ -180,14 +192,7 @@ fn a_claimed_slot_is_not_reused_while_the_thief_reads_it() {
 /// it took, oldest first.
 fn steal_batch_settled(stealer: &Stealer<u32>, local_capacity: usize, max: usize) -> Vec<u32> {
     let (local, _) = deque::bounded::<u32>(local_capacity).unwrap();
-    let first = loop {
-        match stealer.steal_batch_and_pop(&local, max) {
-            Steal::Success(value) => break Some(value),
-            Steal::Empty => break None,
-            Steal::Retry => thread::yield_now(),
-        }
-    };
-    let mut taken: Vec<u32> = first.into_iter().collect();
+    let mut taken: Vec<u32> = steal_batch_into(stealer, &local, max).into_iter().collect();
     let mut moved = drain(&local);
     moved.reverse(); // the local owner pops newest first
     taken.extend(moved);
@@ -218,5 +223,49 @@ fn batch_thief_single_thief_and_owner() {
         taken.extend(single_thief.join().unwrap());
         taken.extend(drain(&worker));
         assert_each_once(taken, 5);
+    });
+}
+
+/// A batch steal extends its claim onto a position the owner popped and
+/// refilled after the thief's first look: the thief must see the new
+/// element's write through its re-read of `bottom` (loom fails the model on
+/// the slot's cell otherwise). Five elements, so the batch wants three and
+/// extends twice; the owner pops three and pushes one back.
+#[test]
+fn a_batch_steal_takes_a_refilled_position_whole() {
+    model(|| {
+        let (worker, stealer) = deque::bounded::<u32>(8).unwrap();
+        for value in 1..=5 {
+            worker.push(value).unwrap();
+        }
+        let thief = thread::spawn(move || steal_batch_settled(&stealer, 4, 3));
+        let mut taken: Vec<u32> = (0..3).filter_map(|_| worker.pop()).collect();
+        push_settled(&worker, 6);
+        let stolen = thief.join().unwrap();
+        assert_increasing(&stolen);
+        taken.extend(stolen);
+        taken.extend(drain(&worker));
+        assert_each_once(taken, 6);
+    });
+}
+
+/// A batch steal pushes what it took into the thief's own deque while a
+/// thief of that deque steals from it: the batch's publication (`bottom`
+/// Release in `append_claimed`) must make the moved elements visible to it.
+#[test]
+fn a_stolen_batch_is_published_to_the_thiefs_own_thieves() {
+    model(|| {
+        let (victim, victim_stealer) = deque::bounded::<u32>(4).unwrap();
+        for value in 1..=4 {
+            victim.push(value).unwrap();
+        }
+        let (local, local_stealer) = deque::bounded::<u32>(4).unwrap();
+        let second_thief = thread::spawn(move || steal_settled(&local_stealer));
+        let first = steal_batch_into(&victim_stealer, &local, 4);
+        let mut taken: Vec<u32> = first.into_iter().collect();
+        taken.extend(second_thief.join().unwrap());
+        taken.extend(drain(&local));
+        taken.extend(drain(&victim));
+        assert_each_once(taken, 4);
     });
 }

@@ -6,7 +6,8 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use zbmd_ml::checkpoint::{
-    Checkpoint, CheckpointError, CheckpointStore, LOCK_FILE, NamedArray, RunIdentity, Snapshot,
+    Checkpoint, CheckpointError, CheckpointStore, ContentError, LOCK_FILE, NamedArray, RunIdentity,
+    Snapshot,
 };
 use zbmd_ml::data::{DataLoader, Dataset};
 
@@ -398,8 +399,11 @@ fn a_store_refuses_a_checkpoint_of_another_run_and_a_renamed_file() {
 fn the_content_check_refuses_a_checkpoint_that_passes_its_checksum() {
     let dir = temp_dir("content_check");
     let ours = run("0.1");
-    let check = |checkpoint: &Checkpoint| match checkpoint.step {
-        7 => Err("holds NaN".to_string()),
+    let infinite =
+        ContentError::NonFinite { tensor: "0.weight".to_string(), index: 3, value: f32::INFINITY };
+    let refused = infinite.clone();
+    let check = move |checkpoint: &Checkpoint| match checkpoint.step {
+        7 => Err(refused.clone()),
         _ => Ok(()),
     };
     let store = CheckpointStore::open_run(&dir, 5, ours.clone(), Box::new(check)).unwrap();
@@ -408,7 +412,7 @@ fn the_content_check_refuses_a_checkpoint_that_passes_its_checksum() {
     let recovery = store.latest_valid().unwrap();
     assert_eq!(recovery.found.unwrap().0.step, 6);
     match &recovery.skipped[0].1 {
-        CheckpointError::BadContents { reason, .. } => assert_eq!(reason, "holds NaN"),
+        CheckpointError::BadContents { source, .. } => assert_eq!(source, &infinite),
         other => panic!("{other:?}"),
     }
 }

@@ -27,7 +27,7 @@ fn cpu_id(ordinal: u32) -> DeviceId {
 }
 
 fn free_bytes(device: &Arc<dyn Device>) -> u64 {
-    device.memory().expect("memory").free
+    device.memory().expect("memory").free_bytes
 }
 
 /// Values whose bits a lossy path would change: signed zero, a subnormal,

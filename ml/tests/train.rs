@@ -216,7 +216,7 @@ fn bad_settings_are_refused_with_the_reason() {
         train(&TrainConfig { backend: Some("tpu".into()), ..TrainConfig::default() }, &mut Silent)
             .unwrap_err();
     assert!(error.to_string().contains("backend \"tpu\": expected one of"), "{error}");
-    let error = FaultSchedule::parse("gpu@3").unwrap_err();
+    let error = FaultSchedule::parse("gpu@3").unwrap_err().to_string();
     assert!(error.contains("unknown target \"gpu\""), "{error}");
 }
 

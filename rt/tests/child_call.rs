@@ -9,15 +9,18 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
+use zbmd_rt::runtime::Metric;
 use zbmd_rt::supervisor::{
-    ChildRef, ChildSpec, Restart, Supervisor, SupervisorRef, SupervisorSpec,
+    ChildRef, ChildSpec, Restart, RestartWaitError, Supervisor, SupervisorRef, SupervisorSpec,
 };
-use zbmd_rt::{Actor, ActorError, ActorId, AskError, Context, ReplyTo, Runtime, SendError};
+use zbmd_rt::{
+    Actor, ActorError, ActorId, AskError, Context, ReplyTo, Runtime, SendError, SpawnOptions,
+};
 
 /// The restart backoff of the tests that wait through a window.
 const BACKOFF: Duration = Duration::from_millis(300);
@@ -35,6 +38,8 @@ enum W {
     Stop,
     /// Spin until the flag is set, so that messages queue up behind.
     Hold(Arc<AtomicBool>),
+    /// Meet the test at the barrier, then block until it meets it again.
+    Block(Arc<Barrier>),
     /// Answer with this incarnation's id.
     Id(ReplyTo<ActorId>),
     /// Count one handled message.
@@ -56,6 +61,10 @@ impl Actor for Worker {
                 while !gate.load(Ordering::Acquire) {
                     std::thread::yield_now();
                 }
+            }
+            W::Block(barrier) => {
+                barrier.wait(); // tell the test we are busy
+                barrier.wait(); // until it lets us go
             }
             W::Id(reply) => {
                 reply.reply(ctx.id());
@@ -310,6 +319,115 @@ fn a_terminated_child_ends_the_wait_and_restart_child_brings_calls_back() {
     assert_eq!(child.call(W::Id, Duration::from_secs(60)), Err(AskError::NoProc));
     sup.restart_child("w", PATIENCE).unwrap();
     assert!(child.call(W::Id, PATIENCE).is_ok());
+    rt.shutdown();
+}
+
+#[test]
+fn wait_for_restart_returns_once_the_next_incarnation_is_bound() {
+    let rt = runtime(2);
+    let (_sup, child, _) = tree(&rt, BACKOFF, Restart::Permanent);
+    let seen = child.incarnation();
+    let dead = crash(&child);
+    // A minute of patience: only the supervisor's bind ends it in time.
+    assert_eq!(child.wait_for_restart(seen, Duration::from_secs(60)), Ok(()));
+    assert!(child.incarnation() > seen);
+    let next = child.current().expect("the bound incarnation is alive");
+    assert_ne!(next.id(), dead);
+    // Already restarted since `seen`: answers at once.
+    assert_eq!(child.wait_for_restart(seen, Duration::ZERO), Ok(()));
+    rt.shutdown();
+}
+
+#[test]
+fn wait_for_restart_whose_timeout_ends_in_the_window_times_out() {
+    let rt = runtime(1);
+    let (_sup, child, _) = tree(&rt, PATIENCE, Restart::Permanent);
+    let seen = child.incarnation();
+    crash(&child);
+    let waited = child.wait_for_restart(seen, Duration::from_millis(50));
+    assert_eq!(waited, Err(RestartWaitError::Timeout));
+    rt.shutdown();
+}
+
+#[test]
+fn wait_for_restart_answers_retired_when_the_supervisor_gives_up() {
+    let rt = runtime(2);
+    let spec = ChildSpec::worker("w", || Worker { handled: Arc::default() });
+    let child = spec.child_ref();
+    let tree = SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(60)).child(spec);
+    let sup = Supervisor::start(&rt, tree).unwrap();
+    let seen = child.incarnation();
+    crash(&child);
+    // Were the wait not ended by the retire, this would time out a minute later.
+    let waited = child.wait_for_restart(seen, Duration::from_secs(60));
+    assert_eq!(waited, Err(RestartWaitError::Retired));
+    eventually("the supervisor to stop", || !sup.is_alive());
+    rt.shutdown();
+}
+
+/// One worker whose mailbox holds two messages, blocked in a handler until
+/// the test meets it at the barrier again, with its mailbox full.
+fn full_child(rt: &Runtime) -> (SupervisorRef, ChildRef<W>, Arc<AtomicU64>, Arc<Barrier>) {
+    let handled = Arc::new(AtomicU64::new(0));
+    let options = SpawnOptions { mailbox_capacity: Some(2), ..SpawnOptions::default() };
+    let spec = {
+        let handled = handled.clone();
+        ChildSpec::worker("w", move || Worker { handled: handled.clone() }).spawn_options(options)
+    };
+    let child = spec.child_ref();
+    let sup = Supervisor::start(rt, SupervisorSpec::one_for_one().child(spec)).unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    child.try_send(W::Block(gate.clone())).unwrap();
+    gate.wait(); // the handler is busy and the mailbox empty
+    child.try_send(W::Count).unwrap();
+    child.try_send(W::Count).unwrap();
+    assert!(matches!(child.try_send(W::Count), Err(SendError::Full(W::Count))));
+    (sup, child, handled, gate)
+}
+
+#[test]
+fn send_timeout_to_a_full_child_is_woken_by_the_drain_and_delivers() {
+    let rt = runtime(1);
+    let (_sup, child, handled, gate) = full_child(&rt);
+    let (done, finished) = std::sync::mpsc::channel();
+    let sender = {
+        let child = child.clone();
+        // A deadline far beyond the test's patience: only the drain's
+        // wake-up can end this send in time.
+        std::thread::spawn(move || {
+            let _ = done.send(child.send_timeout(W::Count, Duration::from_secs(3600)));
+        })
+    };
+    // Asleep: after the setup's refusal, the sender's try, and its two
+    // tries around taking its ticket, each counted as a full mailbox.
+    eventually("the sender to find the mailbox full", || {
+        rt.metrics().total(Metric::MailboxFull) >= 4
+    });
+    gate.wait(); // release the handler: its turn drains the mailbox
+    let sent = finished.recv_timeout(PATIENCE).expect("the drain did not wake the sender");
+    assert!(sent.is_ok(), "the send was refused");
+    sender.join().unwrap();
+    eventually("all three counted", || handled.load(Ordering::SeqCst) == 3);
+    rt.shutdown();
+}
+
+#[test]
+fn wait_for_room_returns_once_the_child_drains() {
+    let rt = runtime(1);
+    let (_sup, child, handled, gate) = full_child(&rt);
+    assert!(!child.wait_for_room(Duration::from_millis(20)), "room while the worker is held");
+    let waiter = {
+        let child = child.clone();
+        std::thread::spawn(move || child.wait_for_room(Duration::from_secs(3600)))
+    };
+    gate.wait();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(waiter.join().unwrap());
+    });
+    let room = finished.recv_timeout(PATIENCE).expect("the drain did not end the wait");
+    assert!(room, "the wait timed out");
+    eventually("both counted", || handled.load(Ordering::SeqCst) == 2);
     rt.shutdown();
 }
 

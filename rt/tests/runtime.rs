@@ -114,6 +114,66 @@ fn a_full_mailbox_hands_the_message_back_and_counts_it() {
     assert_eq!(rt.metrics().total(Metric::MailboxFull), 1);
 }
 
+/// What a recorder saw: (shard, value) pairs.
+type Seen = std::sync::mpsc::Receiver<(usize, u64)>;
+
+/// A recorder whose mailbox holds `capacity` messages, held in a handler
+/// until the test meets the returned barrier again, with its mailbox full.
+fn full_recorder(capacity: usize) -> (Runtime, ActorRef<Rec>, Seen, Arc<Barrier>) {
+    let rt = Runtime::builder().shards(1).pin(false).mailbox_capacity(capacity).build().unwrap();
+    let (target, seen) = recorder(&rt);
+    let gate = Arc::new(Barrier::new(2));
+    target.try_send(Rec::Block(gate.clone())).unwrap();
+    gate.wait(); // the handler is now busy and the mailbox empty
+    for v in 0..capacity as u64 {
+        target.try_send(Rec::Value(v)).unwrap();
+    }
+    (rt, target, seen, gate)
+}
+
+/// Sends `msg` with `send_timeout` from another thread, with a deadline far
+/// beyond the test's patience (only a wake-up ends it in time), and returns
+/// once the sender found the mailbox full, registered and tried again.
+fn blocked_send(
+    rt: &Runtime,
+    target: &ActorRef<Rec>,
+    msg: Rec,
+) -> std::sync::mpsc::Receiver<Result<(), SendError<Rec>>> {
+    let (done, finished) = channel();
+    let target = target.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(target.send_timeout(msg, Duration::from_secs(3600)));
+    });
+    eventually("the sender to find the mailbox full", || {
+        rt.metrics().total(Metric::MailboxFull) >= 2
+    });
+    finished
+}
+
+#[test]
+fn send_timeout_to_a_full_mailbox_is_woken_by_the_drain_and_delivers() {
+    let (rt, target, seen, gate) = full_recorder(4);
+    let finished = blocked_send(&rt, &target, Rec::Value(99));
+    gate.wait(); // release the handler: its turn drains the mailbox
+    let sent = finished.recv_timeout(PATIENCE).expect("the drain did not wake the sender");
+    assert!(sent.is_ok(), "the send was refused: {sent:?}");
+    for v in [0, 1, 2, 3, 99] {
+        assert_eq!(seen.recv_timeout(PATIENCE).unwrap().1, v);
+    }
+}
+
+#[test]
+fn send_timeout_to_a_full_mailbox_answers_noproc_when_the_actor_dies() {
+    let (rt, target, _seen, gate) = full_recorder(1);
+    let finished = blocked_send(&rt, &target, Rec::Value(1));
+    // Killed while busy: its death, not the mailbox, must end the wait
+    // (the dead actor never drains in a turn).
+    rt.exit(&target.pid(), ExitReason::Kill);
+    gate.wait();
+    let sent = finished.recv_timeout(PATIENCE).expect("the death did not wake the sender");
+    assert!(matches!(sent, Err(SendError::NoProc(Rec::Value(1)))), "got {sent:?}");
+}
+
 #[test]
 fn a_stale_ref_gets_noproc_and_never_reaches_the_slots_new_actor() {
     let rt = Runtime::builder().shards(1).pin(false).max_actors_per_shard(1).build().unwrap();

@@ -80,13 +80,13 @@ fn info() -> ExitCode {
         let info = device.info();
         let free = device.memory().map_or_else(
             |error| format!("free unknown: {error}"),
-            |memory| format!("{} free", gib(memory.free)),
+            |memory| format!("{} free", gib(memory.free_bytes)),
         );
         println!(
             "  {:<9} {}\n            memory {} ({free}), capability {}, {} threads per block{}",
             info.id.to_string(),
             info.name,
-            gib(info.memory_total),
+            gib(info.memory_total_bytes),
             info.capability,
             info.max_block_threads,
             if info.is_software { ", software" } else { "" },

@@ -434,7 +434,7 @@ fn prepare(args: &TrainArgs) -> Result<Prepared, UsageError> {
     let dataset = load(&mut data)?;
     check_model(&config.model, &dataset)?;
     let total_steps = total_steps(&config, &dataset)?;
-    config.check_faults(total_steps)?;
+    config.check_faults(total_steps).map_err(|error| error.to_string())?;
     if let Some(schedule) = args.schedule {
         let lr = optimizer_lr(&config.optimizer);
         config.schedule = Some(match schedule {
@@ -576,7 +576,7 @@ fn total_steps(config: &TrainConfig, dataset: &Dataset) -> Result<u64, String> {
         .sum();
     let train = dataset.len().saturating_sub(test).max(1);
     let batch_size = config.batch_size.max(1);
-    config.total_steps(train.div_ceil(batch_size) as u64)
+    config.total_steps(train.div_ceil(batch_size) as u64).map_err(|error| error.to_string())
 }
 
 /// Parses `--data`, choosing the format.

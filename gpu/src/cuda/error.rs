@@ -20,7 +20,7 @@ pub(crate) fn driver_error(device: DeviceId, code: CUresult, what: &str) -> GpuE
     let detail = format!("{what}: {name}");
     match code {
         CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
-            GpuError::OutOfMemory { device, requested: 0, free: 0 }
+            GpuError::OutOfMemory { device, requested_bytes: 0, free_bytes: 0 }
         }
         CUresult::CUDA_ERROR_ECC_UNCORRECTABLE | CUresult::CUDA_ERROR_NVLINK_UNCORRECTABLE => {
             GpuError::Ecc { device, detail }
@@ -75,7 +75,9 @@ pub(crate) fn cublas_error(
     let name = format!("{status:?}");
     let detail = format!("{what}: {name}");
     match status {
-        S::CUBLAS_STATUS_ALLOC_FAILED => GpuError::OutOfMemory { device, requested: 0, free: 0 },
+        S::CUBLAS_STATUS_ALLOC_FAILED => {
+            GpuError::OutOfMemory { device, requested_bytes: 0, free_bytes: 0 }
+        }
         S::CUBLAS_STATUS_INVALID_VALUE => GpuError::invalid(device, detail),
         S::CUBLAS_STATUS_EXECUTION_FAILED => GpuError::DeviceLost { device, detail },
         _ => GpuError::Driver { device, code: name, detail },
@@ -87,26 +89,31 @@ mod tests {
     use super::*;
     use crate::device::BackendKind;
     use crate::error::ErrorClass;
+    use crate::native::testing::assert_classes;
 
     const DEVICE: DeviceId = DeviceId::new(BackendKind::Cuda, 0);
 
     #[test]
     fn driver_codes_map_to_the_class_a_caller_acts_on() {
-        let cases = [
-            (CUresult::CUDA_ERROR_OUT_OF_MEMORY, ErrorClass::OutOfMemory),
-            (CUresult::CUDA_ERROR_ECC_UNCORRECTABLE, ErrorClass::Device),
-            (CUresult::CUDA_ERROR_LAUNCH_TIMEOUT, ErrorClass::Transient),
-            (CUresult::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, ErrorClass::Transient),
-            (CUresult::CUDA_ERROR_ILLEGAL_ADDRESS, ErrorClass::Device),
-            (CUresult::CUDA_ERROR_LAUNCH_FAILED, ErrorClass::Device),
-            (CUresult::CUDA_ERROR_INVALID_VALUE, ErrorClass::Request),
-            (CUresult::CUDA_ERROR_NOT_PERMITTED, ErrorClass::Device),
+        use CUresult as R;
+        let cases: [(ErrorClass, &[CUresult]); 4] = [
+            (ErrorClass::OutOfMemory, &[R::CUDA_ERROR_OUT_OF_MEMORY]),
+            (
+                ErrorClass::Transient,
+                &[R::CUDA_ERROR_LAUNCH_TIMEOUT, R::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES],
+            ),
+            (ErrorClass::Request, &[R::CUDA_ERROR_INVALID_VALUE]),
+            (
+                ErrorClass::Device,
+                &[
+                    R::CUDA_ERROR_ECC_UNCORRECTABLE,
+                    R::CUDA_ERROR_ILLEGAL_ADDRESS,
+                    R::CUDA_ERROR_LAUNCH_FAILED,
+                    R::CUDA_ERROR_NOT_PERMITTED,
+                ],
+            ),
         ];
-        for (code, class) in cases {
-            let error = driver_error(DEVICE, code, "op");
-            assert_eq!(error.class(), class, "{code:?} -> {error}");
-            assert_eq!(error.device(), Some(DEVICE));
-        }
+        assert_classes(DEVICE, |code| driver_error(DEVICE, code, "op"), &cases);
     }
 
     #[test]

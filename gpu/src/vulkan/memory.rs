@@ -179,8 +179,8 @@ fn choose_type(shared: &Shared, allowed: u32, placement: Placement) -> Option<(u
 
 fn oom(shared: &Shared, call: &str, result: vk::Result, bytes: usize) -> GpuError {
     match vk_error(shared.id, call, result) {
-        GpuError::OutOfMemory { device, free, .. } => {
-            GpuError::OutOfMemory { device, requested: bytes, free }
+        GpuError::OutOfMemory { device, free_bytes, .. } => {
+            GpuError::OutOfMemory { device, requested_bytes: bytes, free_bytes }
         }
         other => other,
     }

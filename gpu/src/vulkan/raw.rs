@@ -276,7 +276,7 @@ impl Drop for Timeline {
 pub(super) fn vk_error(device: DeviceId, call: &str, result: vk::Result) -> GpuError {
     match result {
         vk::Result::ERROR_OUT_OF_DEVICE_MEMORY | vk::Result::ERROR_OUT_OF_HOST_MEMORY => {
-            GpuError::OutOfMemory { device, requested: 0, free: 0 }
+            GpuError::OutOfMemory { device, requested_bytes: 0, free_bytes: 0 }
         }
         vk::Result::ERROR_DEVICE_LOST => {
             GpuError::DeviceLost { device, detail: format!("{call}: VK_ERROR_DEVICE_LOST") }

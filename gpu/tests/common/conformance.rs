@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use zbmd_gpu::kernel::Kernels;
+use zbmd_gpu::launch::Kernels;
 use zbmd_gpu::{Arg, Buffer, Device, Gemm, GpuError, Kernel, LaunchConfig, Stream};
 
 /// A small seeded generator (SplitMix64), so failures replay exactly.
@@ -320,10 +320,12 @@ fn argument_errors(device: &dyn Device, stream: Stream, kernels: &Kernels) {
 
 fn out_of_memory(device: &dyn Device) {
     let id = device.id();
-    let total = device.memory().expect("memory").total;
+    let total = device.memory().expect("memory").total_bytes;
     let bytes = usize::try_from(total).unwrap_or(usize::MAX).saturating_add(1);
     match device.alloc(bytes) {
-        Err(GpuError::OutOfMemory { requested, .. }) => assert_eq!(requested, bytes, "{id}"),
+        Err(GpuError::OutOfMemory { requested_bytes, .. }) => {
+            assert_eq!(requested_bytes, bytes, "{id}")
+        }
         other => panic!(
             "{id}: alloc of {bytes} bytes (total {total}): expected OutOfMemory, got {other:?}"
         ),

@@ -33,6 +33,7 @@
 //! also in the file name) and [`RUN_SETTINGS_KEY`] (the settings, as a JSON
 //! object of strings).
 
+mod content;
 mod format;
 mod lock;
 mod run;
@@ -42,10 +43,11 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
 
+pub use content::{ContentCheck, ContentError};
 pub use lock::LOCK_FILE;
 pub(crate) use run::Fnv1a;
 pub use run::{RUN_ID_KEY, RUN_SETTINGS_KEY, RunId, RunIdentity};
-pub use store::{CheckpointStore, ContentCheck, OtherCheckpoint, Recovery};
+pub use store::{CheckpointStore, OtherCheckpoint, Recovery};
 
 use crate::data::LoaderPosition;
 
@@ -266,12 +268,12 @@ pub enum CheckpointError {
     /// The checkpoint decodes, but its contents cannot be from this run:
     /// tensors that do not fit the model, values training never produces
     /// (NaN, infinities), a loader position outside the data.
-    #[error("{}: {reason}", path.display())]
+    #[error("{}: {source}", path.display())]
     BadContents {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong with it, as the store's [`ContentCheck`] found.
+        source: ContentError,
     },
     /// Another process holds the directory's lock: two writers would
     /// prune each other's checkpoints.

@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::content::ContentCheck;
 use super::lock::DirLock;
 use super::run::{RunId, RunIdentity};
 use super::{Checkpoint, CheckpointError};
@@ -27,11 +28,6 @@ const TEMP_SUFFIX: &str = ".tmp";
 /// Builds before run identities left `ckpt-N.zbmd.tmp` behind when a save
 /// was cut short: they are removed like the temp files of today.
 const OLD_TEMP_SUFFIX: &str = ".zbmd.tmp";
-
-/// A check of a decoded checkpoint's contents, beyond what the format can
-/// check: that its tensors fit the model and hold values training could
-/// have produced. `Err` says what is wrong.
-pub type ContentCheck = Box<dyn Fn(&Checkpoint) -> Result<(), String> + Send + Sync>;
 
 /// The outcome of [`CheckpointStore::latest_valid`].
 #[derive(Debug)]
@@ -298,9 +294,9 @@ impl CheckpointStore {
             run.check_stamp(&checkpoint, path)?;
         }
         if let Some(check) = &self.check {
-            check(&checkpoint).map_err(|reason| CheckpointError::BadContents {
+            check(&checkpoint).map_err(|source| CheckpointError::BadContents {
                 path: path.to_path_buf(),
-                reason,
+                source,
             })?;
         }
         Ok(checkpoint)

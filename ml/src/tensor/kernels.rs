@@ -1,6 +1,6 @@
 //! The numeric kernels behind the graph's operations: matrix products through
-//! the `gemm` crate, the error function for exact GELU, row-wise softmax, and
-//! broadcasting iteration.
+//! the `gemm` crate, the error function for exact GELU, row-wise softmax,
+//! broadcasting iteration and blockwise transposes.
 
 /// A read-only strided matrix: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -267,6 +267,31 @@ pub(crate) fn broadcast_for_each(
             at_a -= sa[d] * out[d];
             at_b -= sb[d] * out[d];
             index[d] = 0;
+        }
+    }
+}
+
+/// Transposes each `rows x cols` block of `src` (row-major) into the
+/// matching `cols x rows` block of `dst`, adding to what is there when
+/// `accumulate` (the backward pass) and overwriting otherwise.
+pub(crate) fn transpose_into(
+    src: &[f32],
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let block = rows * cols;
+    if block == 0 {
+        return;
+    }
+    for (s, d) in src.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
+        for r in 0..rows {
+            for c in 0..cols {
+                let v = s[r * cols + c];
+                let slot = &mut d[c * rows + r];
+                *slot = if accumulate { *slot + v } else { v };
+            }
         }
     }
 }

@@ -1,5 +1,26 @@
-//! The committed state of a run: what a (re)started actor restores, and what
-//! a checkpoint on disk is made from.
+//! The commit/restore protocol of a run, in one place: what the driver
+//! commits, what an actor restores from, and how a stale actor is caught.
+//!
+//! 1. **Commit.** A step is done once the optimizer answered its update.
+//!    Every `snapshot_every` steps the driver then makes a [`Committed`]
+//!    snapshot and keeps it; it is the only copy of the run's state that
+//!    outlives a crash (with the driver's loss curve, of which the first
+//!    `step` entries are committed). Every `checkpoint_every` steps the
+//!    checkpointer writes it to disk.
+//! 2. **Restore.** After any crash the driver sends every stateful actor
+//!    the snapshot, `Restore { snapshot: Arc<Committed> }` (the metrics
+//!    actor the committed curve), and replays the steps since. A fresh
+//!    incarnation holds no snapshot until one arrives: it refuses every
+//!    step (`Refusal::Unrestored`) and the driver restores it, then asks
+//!    again.
+//! 3. **Cursor.** Each stateful actor serves only the step after the one
+//!    it last served ([`StepCursor`]): an incarnation that a late restart
+//!    left behind the driver refuses, and the driver restores the whole
+//!    tree once more, rather than repeat a batch or update stale
+//!    parameters.
+//!
+//! Each step is a pure function of the snapshot it starts from, so the
+//! replayed steps give the same bits.
 //!
 //! The in-memory form, [`Committed`], is taken as often as every step, so it
 //! copies as little as it can: the parameters are the very `Arc` the
@@ -174,9 +195,62 @@ fn optimizer_state_of(checkpoint: &Checkpoint) -> Result<OptimizerState, String>
     Ok(OptimizerState { step, arrays, scalars })
 }
 
+/// Where a stateful actor (optimizer, loader) stands in the run, so that it
+/// serves only the step after the one it last served.
+///
+/// After a crash the driver restores every actor from the snapshot, but the
+/// supervisor restarts a `rest_for_one` tree's later children on its own
+/// time: an incarnation the driver already restored (and that served a step
+/// since) can be replaced afterwards by a fresh one, restored from the
+/// snapshot again and so a step or more behind the driver. Served, it would
+/// repeat a batch or apply gradients to the wrong parameters, silently. It
+/// refuses instead, and the driver restores the whole tree once more.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepCursor {
+    at: u64,
+}
+
+impl StepCursor {
+    /// How a refusal ends: the driver tells a refusal (a late restart's
+    /// echo of a failure already recovered) from a failure of its own.
+    pub const RESTARTED_LATE: &'static str = "it was restarted after the driver restored it";
+
+    /// At the snapshot of step `step`.
+    pub fn restored(step: u64) -> StepCursor {
+        StepCursor { at: step }
+    }
+
+    /// Moves to `step` if it is the next one; otherwise says why not.
+    pub fn advance(&mut self, actor: &str, step: u64) -> Result<(), String> {
+        if step != self.at + 1 {
+            return Err(format!(
+                "the {actor} actor was asked for step {step} but stands at step {}: {}",
+                self.at,
+                Self::RESTARTED_LATE
+            ));
+        }
+        self.at = step;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stateful_actor_serves_only_the_step_after_its_last() {
+        let mut at = StepCursor::restored(4);
+        assert!(at.advance("loader", 5).is_ok());
+        // A fresh incarnation, restored from the same snapshot again, is a
+        // step behind the driver: it refuses step 6 rather than serving 5.
+        let mut fresh = StepCursor::restored(4);
+        let error = fresh.advance("loader", 6).unwrap_err();
+        assert!(error.contains("asked for step 6 but stands at step 4"), "{error}");
+        assert!(at.advance("loader", 6).is_ok());
+        assert!(at.advance("loader", 6).is_err(), "nor twice the same step");
+        assert!(fresh.advance("loader", 5).is_ok(), "a refusal moves nothing");
+    }
 
     fn committed() -> (Committed, Vec<f32>) {
         let params = vec![

@@ -107,30 +107,148 @@ pub struct FaultSchedule {
 impl FaultSchedule {
     /// Parses `model@10,optimizer@25,device_lost@40` (targets as
     /// [`FaultTarget::name`] spells them, `@` the step).
-    pub fn parse(text: &str) -> Result<FaultSchedule, String> {
+    pub fn parse(text: &str) -> Result<FaultSchedule, ConfigError> {
         let mut at = Vec::new();
         for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
             if at.len() == FAULTS_MAX {
-                return Err(format!(
-                    "more than {FAULTS_MAX} faults: a schedule holds at most that"
-                ));
+                return Err(ConfigError::ScheduleTooLong);
             }
+            let item_owned = || item.to_owned();
             let (target, step) = item
                 .split_once('@')
-                .ok_or_else(|| format!("fault {item:?}: expected TARGET@STEP, e.g. model@10"))?;
+                .ok_or_else(|| ConfigError::FaultSyntax { item: item_owned() })?;
             let target = FaultTarget::parse(target).ok_or_else(|| {
                 let names: Vec<&str> = FaultTarget::ALL.iter().map(|t| t.name()).collect();
-                format!("fault {item:?}: unknown target {target:?} (one of {})", names.join(", "))
+                ConfigError::UnknownTarget {
+                    item: item_owned(),
+                    target: target.to_owned(),
+                    names: names.join(", "),
+                }
             })?;
-            let step =
-                step.trim().parse::<u64>().ok().filter(|&step| step > 0).ok_or_else(|| {
-                    format!("fault {item:?}: the step must be a positive integer")
-                })?;
+            let step = step
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&step| step > 0)
+                .ok_or_else(|| ConfigError::FaultStep { item: item_owned() })?;
             at.push((target, step));
         }
         Ok(FaultSchedule { at })
     }
 }
+
+/// Why a run's settings are refused. Each message names the setting (and,
+/// for a fault, the entry) and what it must be.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A settings file that is not TOML of these settings.
+    #[error("{0}")]
+    Toml(String),
+    /// A `--faults` text with more than [`FAULTS_MAX`] entries.
+    #[error("more than {FAULTS_MAX} faults: a schedule holds at most that")]
+    ScheduleTooLong,
+    /// A schedule built in code with more than [`FAULTS_MAX`] entries.
+    #[error("faults: more than {FAULTS_MAX} (a schedule holds at most that)")]
+    TooManyFaults,
+    /// A fault entry that is not `TARGET@STEP`.
+    #[error("fault {item:?}: expected TARGET@STEP, e.g. model@10")]
+    FaultSyntax {
+        /// The entry as written.
+        item: String,
+    },
+    /// A fault entry whose target is not one of [`FaultTarget::ALL`].
+    #[error("fault {item:?}: unknown target {target:?} (one of {names})")]
+    UnknownTarget {
+        /// The entry as written.
+        item: String,
+        /// The target as written.
+        target: String,
+        /// The targets there are, comma-separated.
+        names: String,
+    },
+    /// A fault entry whose step is not a positive integer.
+    #[error("fault {item:?}: the step must be a positive integer")]
+    FaultStep {
+        /// The entry as written.
+        item: String,
+    },
+    /// `epochs` or `batch_size` of 0.
+    #[error("epochs and batch_size must be at least 1")]
+    Empty,
+    /// More epochs than a run may have steps.
+    #[error("epochs ({epochs}) is above the {TOTAL_STEPS_MAX} steps a run may have")]
+    TooManyEpochs {
+        /// The epochs asked for.
+        epochs: u64,
+    },
+    /// A test fraction outside `[0, 1)`.
+    #[error("test_fraction must be in [0, 1), is {0}")]
+    TestFraction(f64),
+    /// A batch that is not a whole number of gradient chunks.
+    #[error("batch_size ({batch_size}) must be a multiple of grad_chunk ({grad_chunk})")]
+    GradChunk {
+        /// The batch size.
+        batch_size: usize,
+        /// The gradient chunk.
+        grad_chunk: usize,
+    },
+    /// An interval or count of 0.
+    #[error("snapshot_every, checkpoint_every and keep_checkpoints must be at least 1")]
+    ZeroInterval,
+    /// `resume` without a checkpoint directory.
+    #[error("resume needs a checkpoint_dir")]
+    ResumeWithoutDir,
+    /// A learning-rate schedule that does not make sense.
+    #[error("{0}")]
+    Schedule(String),
+    /// More steps than [`TOTAL_STEPS_MAX`].
+    #[error(
+        "epochs: {epochs} epochs of {batches_per_epoch} steps is more than the \
+         {TOTAL_STEPS_MAX} steps a run may have (the loss curve is kept whole, in \
+         memory and in every checkpoint)"
+    )]
+    TooManySteps {
+        /// The epochs asked for.
+        epochs: u64,
+        /// Steps an epoch.
+        batches_per_epoch: u64,
+    },
+    /// A fault planned past the run's last step.
+    #[error("fault {target}@{step}: the run has only {total_steps} steps")]
+    FaultPastEnd {
+        /// The fault's target, by name.
+        target: &'static str,
+        /// Its step.
+        step: u64,
+        /// The run's steps.
+        total_steps: u64,
+    },
+    /// A checkpointer fault in a run that writes no checkpoint.
+    #[error("fault {target}@{step}: no checkpoint is written without a checkpoint_dir")]
+    FaultWithoutCheckpoints {
+        /// The fault's target, by name.
+        target: &'static str,
+        /// Its step.
+        step: u64,
+    },
+    /// A checkpointer fault at a step where no checkpoint is written.
+    #[error(
+        "fault {target}@{step}: no checkpoint is written at step {step} (one every {every} \
+         steps, and at the last step, {total_steps})"
+    )]
+    FaultOffCheckpoint {
+        /// The fault's target, by name.
+        target: &'static str,
+        /// Its step.
+        step: u64,
+        /// Steps between checkpoints.
+        every: u64,
+        /// The run's steps.
+        total_steps: u64,
+    },
+}
+
+impl FaultSchedule {}
 
 /// What a run does when a checkpoint cannot be written, even after its
 /// retries (a full disk, a directory that became read-only).
@@ -245,84 +363,72 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Reads a TOML file of these settings (any left out keep their default).
-    pub fn from_toml(text: &str) -> Result<TrainConfig, String> {
-        toml::from_str(text).map_err(|error| error.to_string())
+    pub fn from_toml(text: &str) -> Result<TrainConfig, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::Toml(error.to_string()))
     }
 
     /// Checks the settings make sense together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.faults.at.len() > FAULTS_MAX {
-            return Err(format!("faults: more than {FAULTS_MAX} (a schedule holds at most that)"));
+            return Err(ConfigError::TooManyFaults);
         }
         if self.epochs == 0 || self.batch_size == 0 {
-            return Err("epochs and batch_size must be at least 1".into());
+            return Err(ConfigError::Empty);
         }
         if self.epochs > TOTAL_STEPS_MAX {
-            return Err(format!(
-                "epochs ({}) is above the {TOTAL_STEPS_MAX} steps a run may have",
-                self.epochs
-            ));
+            return Err(ConfigError::TooManyEpochs { epochs: self.epochs });
         }
         if !(0.0..1.0).contains(&self.test_fraction) {
-            return Err(format!("test_fraction must be in [0, 1), is {}", self.test_fraction));
+            return Err(ConfigError::TestFraction(self.test_fraction));
         }
         if self.grad_chunk > 0 && self.batch_size % self.grad_chunk != 0 {
-            return Err(format!(
-                "batch_size ({}) must be a multiple of grad_chunk ({})",
-                self.batch_size, self.grad_chunk
-            ));
+            let (batch_size, grad_chunk) = (self.batch_size, self.grad_chunk);
+            return Err(ConfigError::GradChunk { batch_size, grad_chunk });
         }
         if self.snapshot_every == 0 || self.checkpoint_every == 0 || self.keep_checkpoints == 0 {
-            return Err(
-                "snapshot_every, checkpoint_every and keep_checkpoints must be at least 1".into()
-            );
+            return Err(ConfigError::ZeroInterval);
         }
         if self.resume && self.checkpoint_dir.is_none() {
-            return Err("resume needs a checkpoint_dir".into());
+            return Err(ConfigError::ResumeWithoutDir);
         }
         if let Some(schedule) = &self.schedule {
-            schedule.validate().map_err(|error| error.to_string())?;
+            schedule.validate().map_err(|error| ConfigError::Schedule(error.to_string()))?;
         }
         Ok(())
     }
 
     /// The run's optimizer steps with `batches_per_epoch` batches an epoch,
     /// or why there would be too many ([`TOTAL_STEPS_MAX`]).
-    pub fn total_steps(&self, batches_per_epoch: u64) -> Result<u64, String> {
+    pub fn total_steps(&self, batches_per_epoch: u64) -> Result<u64, ConfigError> {
         batches_per_epoch
             .checked_mul(self.epochs)
             .filter(|&steps| steps <= TOTAL_STEPS_MAX)
-            .ok_or_else(|| {
-                format!(
-                    "epochs: {} epochs of {batches_per_epoch} steps is more than the \
-                     {TOTAL_STEPS_MAX} steps a run may have (the loss curve is kept whole, in \
-                     memory and in every checkpoint)",
-                    self.epochs
-                )
-            })
+            .ok_or(ConfigError::TooManySteps { epochs: self.epochs, batches_per_epoch })
     }
 
     /// Checks that every planned fault can fire in a run of `total_steps`
     /// steps: one past the run's end, or aimed at a checkpoint that is never
     /// written, would silently not happen.
-    pub fn check_faults(&self, total_steps: u64) -> Result<(), String> {
+    pub fn check_faults(&self, total_steps: u64) -> Result<(), ConfigError> {
         for &(target, step) in &self.faults.at {
-            let name = format!("fault {}@{step}", target.name());
+            let name = target.name();
             if step > total_steps {
-                return Err(format!("{name}: the run has only {total_steps} steps"));
+                return Err(ConfigError::FaultPastEnd { target: name, step, total_steps });
             }
             if target != FaultTarget::Checkpointer {
                 continue;
             }
             if self.checkpoint_dir.is_none() {
-                return Err(format!("{name}: no checkpoint is written without a checkpoint_dir"));
+                return Err(ConfigError::FaultWithoutCheckpoints { target: name, step });
             }
             if step % self.checkpoint_every != 0 && step != total_steps {
-                return Err(format!(
-                    "{name}: no checkpoint is written at step {step} (one every {} steps, and at \
-                     the last step, {total_steps})",
-                    self.checkpoint_every
-                ));
+                let every = self.checkpoint_every;
+                return Err(ConfigError::FaultOffCheckpoint {
+                    target: name,
+                    step,
+                    every,
+                    total_steps,
+                });
             }
         }
         Ok(())

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, ContentCheck, OtherCheckpoint, RunIdentity};
+use crate::checkpoint::{
+    Checkpoint, CheckpointStore, ContentCheck, ContentError, OtherCheckpoint, RunIdentity,
+};
 use crate::data::Dataset;
 use crate::train::commit::{Committed, Layout};
 use crate::train::{DataSource, Observer, TrainConfig, TrainError};
@@ -89,18 +91,19 @@ pub(crate) fn content_check(
             if let Some((index, value)) =
                 tensor.data.iter().enumerate().find(|(_, value)| !value.is_finite())
             {
-                return Err(format!(
-                    "tensor {} holds {value} at index {index}: training never writes a \
-                     non-finite value",
-                    tensor.name
-                ));
+                return Err(ContentError::NonFinite {
+                    tensor: tensor.name.clone(),
+                    index,
+                    value: *value,
+                });
             }
         }
-        let (committed, _) = Committed::from_checkpoint(checkpoint, &layout)?;
-        let mut built = optimizer.build().map_err(|error| format!("optimizer: {error}"))?;
+        let (committed, _) = Committed::from_checkpoint(checkpoint, &layout)
+            .map_err(|error| ContentError::Tensors { reason: error.to_string() })?;
+        let mut built = optimizer.build().map_err(|source| ContentError::Optimizer { source })?;
         built
             .load_state(&committed.optimizer)
-            .map_err(|error| format!("optimizer state: {error}"))?;
+            .map_err(|source| ContentError::OptimizerState { source })?;
         let loader = committed.loader;
         let at = loader
             .epoch
@@ -111,11 +114,12 @@ pub(crate) fn content_check(
             || loader.batch_index >= batches_per_epoch
             || at != Some(checkpoint.step)
         {
-            return Err(format!(
-                "the data loader stands at epoch {} batch {} of {} rows in batches of {}, not at \
-                 step {} of this run's {train_rows} rows in batches of {batch_size}",
-                loader.epoch, loader.batch_index, loader.rows, loader.batch_size, checkpoint.step
-            ));
+            return Err(ContentError::LoaderPosition {
+                found: loader,
+                step: checkpoint.step,
+                rows: train_rows,
+                batch_size,
+            });
         }
         Ok(())
     })

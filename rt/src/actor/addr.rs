@@ -8,19 +8,29 @@
 //!
 //! The scheduling state itself, and why no wake-up is lost, is
 //! [`RunState`](crate::sync::run_state) (checked with loom).
+//!
+//! A thread outside the runtime that must wait for the actor (room in its
+//! full mailbox: [`ActorRef::send_timeout`]; its death: the runtime's
+//! shutdown) sleeps on the header's `progress` [`Event`], which the shard
+//! notifies after every turn that took messages out of the mailbox, and at
+//! the actor's death. A turn, not a message: the notify's fence is paid once
+//! per turn (up to the reduction budget of messages), and a waiting sender
+//! finds the room the whole turn made.
 
 use std::any::Any;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::sync::event::Event;
 
 use super::cell::Runnable;
 use super::{ActorId, Down, ExitReason, MonitorRef};
 use crate::error::{AskError, SendError};
 use crate::runtime::Scheduler;
-use crate::sync::mpsc::{Envelope, Mailbox};
+use crate::sync::mpsc::Mailbox;
 use crate::sync::run_state::{Notify, RunState};
 use zbmd_alloc::RawSlot;
 
@@ -89,8 +99,12 @@ pub(crate) struct Header {
     state: RunState,
     /// The shard that runs the actor now (the stealing shard after a steal).
     shard: AtomicU16,
-    /// Held by whoever drains a dead actor's mailbox.
-    drain_lock: AtomicBool,
+    /// Held by whoever drains a dead actor's mailbox (`dead.rs`).
+    pub(super) drain_lock: AtomicBool,
+    /// Notified after each turn that took messages out of the mailbox and
+    /// at death: senders waiting for room and threads waiting for the
+    /// death sleep on it (see the module docs).
+    pub(crate) progress: Event,
     /// Whether the actor registered a name (so its death must release it).
     registered: AtomicBool,
     /// Set once at spawn, before the header is shared; read-only afterwards.
@@ -124,6 +138,7 @@ impl Header {
             state: RunState::new(),
             shard: AtomicU16::new(id.shard),
             drain_lock: AtomicBool::new(false),
+            progress: Event::new(),
             registered: AtomicBool::new(false),
             runnable: std::cell::Cell::new(None),
             cell_slot: std::cell::Cell::new(None),
@@ -239,6 +254,37 @@ impl<M: Send + 'static> Shared<M> {
         Ok(())
     }
 
+    /// Pushes a user message, waiting until `deadline` (`None`: for good)
+    /// for room in a full mailbox: asleep on `progress`, woken by the turn
+    /// that makes room or by the actor's death. Answers `Full` when the
+    /// deadline passes with the mailbox still full, `NoProc` when the actor
+    /// is dead. Blocks: never call it on a shard thread.
+    pub(crate) fn push_user_until(
+        &self,
+        msg: M,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<M>> {
+        let mut msg = match self.push_user(msg) {
+            Err(SendError::Full(back)) => back,
+            sent => return sent,
+        };
+        loop {
+            // Register before the retry, so that room made after the retry
+            // failed wakes the wait below (`sync::event`).
+            let ticket = self.header.progress.prepare();
+            msg = match self.push_user(msg) {
+                Err(SendError::Full(back)) => back,
+                sent => return sent,
+            };
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(SendError::Full(msg));
+            }
+            // Woken or timed out, the loop tries again: the last try comes
+            // after the deadline.
+            ticket.wait(deadline);
+        }
+    }
+
     /// Pushes into the system lane; see `Header::mark_dead` for the race
     /// with a dying actor.
     pub(crate) fn push_signal(&self, signal: Signal<M>) -> Result<(), SendError<Signal<M>>> {
@@ -253,62 +299,6 @@ impl<M: Send + 'static> Shared<M> {
             self.drain_dead();
         }
         Ok(())
-    }
-
-    /// Empties a dead actor's mailbox, answering signals that expect an
-    /// answer (a link or a monitor gets `noproc`) and counting user messages
-    /// as dead letters. Whoever holds `drain_lock` is the mailbox's single
-    /// consumer, which makes the `unsafe` pops sound.
-    pub(crate) fn drain_dead(&self) {
-        debug_assert!(self.header.is_dead());
-        // A `ReplyTo` dropped with a drained message was never handled: its
-        // asker hears `Unhandled` (safe to resend), not `Dropped`.
-        let _draining = super::Draining::begin(self.header.id);
-        loop {
-            if self.header.drain_lock.swap(true, Ordering::Acquire) {
-                return; // another thread is draining and will see our push
-            }
-            // SAFETY: the actor is DEAD, so its shard no longer pops, and the
-            // drain lock makes this thread the mailbox's only consumer.
-            while let Some(envelope) = unsafe { self.mailbox.recv() } {
-                match envelope {
-                    Envelope::System(Signal::Sys(signal)) => answer_dead(self.header.id, signal),
-                    Envelope::System(Signal::Reply(_) | Signal::Answer(..)) => {
-                        self.header.sched.count_reply_dropped()
-                    }
-                    Envelope::User(_) => self.header.sched.count_dead_letter(),
-                }
-            }
-            self.header.drain_lock.store(false, Ordering::Release);
-            // A push may have landed between our last pop and the unlock, by
-            // a sender that found the lock taken: look once more.
-            fence(Ordering::SeqCst);
-            if self.mailbox.is_empty() {
-                return;
-            }
-            // A sender claimed a slot but has not written it yet.
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// A dead actor's answer to a signal that expects one.
-fn answer_dead(dead: ActorId, signal: SysSignal) {
-    match signal {
-        SysSignal::Link(from) => {
-            let exit = SysSignal::Exit { from: dead, reason: ExitReason::NoProc, direct: false };
-            let _ = from.target.send_sys(exit);
-        }
-        SysSignal::Monitor { watcher, monitor } => {
-            let down = Down { monitor, actor: dead, reason: ExitReason::NoProc };
-            let _ = watcher.target.send_sys(SysSignal::Down(down));
-        }
-        SysSignal::Start
-        | SysSignal::Unlink(_)
-        | SysSignal::Exit { .. }
-        | SysSignal::Demonitor(_)
-        | SysSignal::Down(_)
-        | SysSignal::Stop(_) => {}
     }
 }
 
@@ -518,26 +508,16 @@ impl<M: Send + 'static> ActorRef<M> {
     ///
     /// On a shard thread: blocking there would stall every actor of the
     /// shard. Actors use [`try_send`](Self::try_send).
+    ///
+    /// The wait sleeps until the actor's next turn that takes messages out
+    /// of the mailbox (or its death) wakes it; nothing polls. A `timeout`
+    /// too large to represent as a deadline means no deadline.
     pub fn send_timeout(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
         assert!(
             !crate::runtime::on_shard_thread(),
             "ActorRef::send_timeout blocks and must not run on a shard thread; use try_send"
         );
-        let deadline = Instant::now() + timeout;
-        let mut msg = msg;
-        let mut backoff = Duration::from_micros(1);
-        loop {
-            match self.try_send(msg) {
-                Err(SendError::Full(back)) if Instant::now() < deadline => {
-                    msg = back;
-                    std::thread::sleep(backoff);
-                    // Double up to 1 ms: fast when the receiver catches up
-                    // quickly, cheap when it does not.
-                    backoff = (backoff * 2).min(Duration::from_millis(1));
-                }
-                other => return other,
-            }
-        }
+        self.shared.push_user_until(msg, Instant::now().checked_add(timeout))
     }
 }
 

@@ -168,6 +168,9 @@ impl<A: Actor> ActorCell<A> {
             let _ = target.target.send_sys(SysSignal::Demonitor(monitor));
         }
         self.shared.drain_dead();
+        // Wakes whoever waits for the death (`Scheduler::wait_dead`) or for
+        // room (a send that now answers `NoProc`).
+        header.progress.notify();
         let crashed = !matches!(reason, ExitReason::Normal | ExitReason::Shutdown);
         if crashed {
             tracing::warn!(actor = header.name, id = %header.id, %reason, "actor crashed");
@@ -239,9 +242,21 @@ impl<A: Actor> Runnable for ActorCell<A> {
             }
         }
         shard.count_turn(messages, spent);
+        if messages != 0 {
+            // Room was made: wake the senders waiting for it. Before
+            // `end_turn`, after which another shard may run (and free) the
+            // cell. With nobody waiting: a fence and one load per turn.
+            header.progress.notify();
+        }
         let more_work = spent >= budget && !self.shared.mailbox.is_empty();
-        let has_claims = || self.shared.mailbox.has_claims();
-        if header.end_turn(more_work, has_claims) {
+        // Past the exchange to IDLE inside `end_turn`, another shard may
+        // run the actor, and only this shard's `CurrentTurn` (published by
+        // `Shard::run_turn` until `run` returns) keeps its memory from being
+        // freed: the re-check reads the mailbox through the `Shared` taken
+        // here, with the token, not through the cell, and nothing after
+        // `end_turn` touches the actor.
+        let shared: &Shared<A::Msg> = &self.shared;
+        if header.end_turn(more_work, || shared.mailbox.has_claims()) {
             TurnOutcome::Requeue
         } else {
             TurnOutcome::Idle

@@ -15,6 +15,7 @@ mod addr;
 mod ask;
 mod cell;
 mod context;
+mod dead;
 
 use std::fmt;
 use std::sync::Arc;

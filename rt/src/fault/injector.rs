@@ -4,7 +4,7 @@
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -23,31 +23,92 @@ pub(crate) struct Injector {
 struct SiteState {
     name: Box<str>,
     probability: f64,
+    /// The planned firings ([`FaultPlan::at`]), sorted by key: each fires
+    /// as many times as its key was planned.
+    planned: Box<[Planned]>,
     /// The seed and the name, mixed: the start of the site's stream.
     key: u64,
     rolls: AtomicU64,
     fires: AtomicU64,
 }
 
+/// A planned key and how many of its firings are left.
+struct Planned {
+    key: u64,
+    /// Decremented once per firing, never below zero. A lone counter whose
+    /// value publishes nothing else: the RMW's atomicity alone makes each
+    /// planned firing happen once, whichever thread rolls, so `Relaxed`
+    /// suffices and there is no protocol for a loom model to check.
+    left: AtomicU32,
+}
+
+impl SiteState {
+    fn new(seed: u64, name: &str, probability: f64, keys: &[u64]) -> Self {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        let mut planned: Vec<Planned> = Vec::new();
+        for key in sorted {
+            match planned.last_mut() {
+                Some(last) if last.key == key => *last.left.get_mut() += 1,
+                _ => planned.push(Planned { key, left: AtomicU32::new(1) }),
+            }
+        }
+        SiteState {
+            name: name.into(),
+            probability,
+            planned: planned.into_boxed_slice(),
+            key: mix64(seed ^ fnv1a(name)),
+            rolls: AtomicU64::new(0),
+            fires: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one planned firing of `key`, if one is left.
+    fn take_planned(&self, key: u64) -> bool {
+        let Ok(index) = self.planned.binary_search_by_key(&key, |planned| planned.key) else {
+            return false;
+        };
+        self.planned[index]
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+            .is_ok()
+    }
+
+    /// The planned keys not fired yet, in key order (a key planned twice
+    /// and fired once appears once).
+    fn planned_left(&self) -> Vec<u64> {
+        self.planned
+            .iter()
+            .flat_map(|planned| {
+                let left = planned.left.load(Ordering::Relaxed) as usize;
+                std::iter::repeat_n(planned.key, left)
+            })
+            .collect()
+    }
+}
+
 impl Injector {
-    /// Validates `plan` and chooses its seed if it has none.
+    /// Validates `plan` and chooses its seed if it has none. The sites are
+    /// those named with a probability, in order, then those only planned.
     fn new(plan: FaultPlan) -> Result<Self, FaultPlanError> {
         plan.validate()?;
         let seed = plan.chosen_seed().unwrap_or_else(random_seed);
         let plan = plan.seed(seed);
-        let sites = plan
+        let keys_of = |name: &str| {
+            plan.planned().find(|(site, _)| *site == name).map_or(&[][..], |(_, keys)| keys)
+        };
+        let mut sites: Vec<CachePadded<SiteState>> = plan
             .sites()
             .map(|(name, probability)| {
-                CachePadded::new(SiteState {
-                    name: name.into(),
-                    probability,
-                    key: mix64(seed ^ fnv1a(name)),
-                    rolls: AtomicU64::new(0),
-                    fires: AtomicU64::new(0),
-                })
+                CachePadded::new(SiteState::new(seed, name, probability, keys_of(name)))
             })
             .collect();
-        Ok(Injector { plan, seed, sites })
+        for (name, keys) in plan.planned() {
+            if !plan.sites().any(|(site, _)| site == name) {
+                sites.push(CachePadded::new(SiteState::new(seed, name, 0.0, keys)));
+            }
+        }
+        Ok(Injector { plan, seed, sites: sites.into_boxed_slice() })
     }
 
     /// The plan, its seed chosen.
@@ -59,13 +120,17 @@ impl Injector {
         self.sites.iter().position(|site| &*site.name == name)
     }
 
-    /// Rolls site `index` once; true if it fires.
-    fn roll(&self, index: usize, sched: Option<&Scheduler>) -> bool {
+    /// Rolls site `index` once, with `key` when the caller has one; true
+    /// if it fires: by a planned firing of `key` left, or by probability.
+    fn roll(&self, index: usize, key: Option<u64>, sched: Option<&Scheduler>) -> bool {
         let site = &self.sites[index];
         let n = site.rolls.fetch_add(1, Ordering::Relaxed);
         // SplitMix64: the n-th output of the stream that starts at `key`.
+        // Drawn even when a plan fires, so that the stream's n-th roll
+        // stays the n-th output whatever was planned.
         let x = mix64(site.key.wrapping_add(n.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)));
-        let fires = unit(x) < site.probability;
+        let planned = key.is_some_and(|key| site.take_planned(key));
+        let fires = planned || unit(x) < site.probability;
         if fires {
             site.fires.fetch_add(1, Ordering::Relaxed);
             if let Some(sched) = sched {
@@ -87,7 +152,8 @@ impl fmt::Debug for Injector {
 pub struct SiteCount {
     /// The site's name.
     pub name: String,
-    /// Rolls: calls to [`FaultInjector::inject`] or [`FaultSite::inject`].
+    /// Rolls: calls to [`FaultInjector::inject`], [`FaultInjector::inject_at`]
+    /// or their [`FaultSite`] forms.
     pub rolls: u64,
     /// Rolls that fired.
     pub fires: u64,
@@ -172,9 +238,32 @@ impl FaultInjector {
             return false;
         };
         match shared.find(site) {
-            Some(index) => shared.roll(index, self.sched.as_deref()),
+            Some(index) => shared.roll(index, None, self.sched.as_deref()),
             None => false,
         }
+    }
+
+    /// Rolls the named site at `key` (a step, a request's number): fires if
+    /// the plan has a firing of `key` left for it ([`FaultPlan::at`], each
+    /// planned firing once), else as [`inject`](Self::inject) does, by the
+    /// site's probability. Counted as `inject` counts.
+    pub fn inject_at(&self, site: &str, key: u64) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        match shared.find(site) {
+            Some(index) => shared.roll(index, Some(key), self.sched.as_deref()),
+            None => false,
+        }
+    }
+
+    /// The planned keys of the named site that have not fired yet, in key
+    /// order (empty for a site not in the plan).
+    pub fn planned_left(&self, site: &str) -> Vec<u64> {
+        let Some(shared) = &self.shared else {
+            return Vec::new();
+        };
+        shared.find(site).map_or_else(Vec::new, |index| shared.sites[index].planned_left())
     }
 
     /// Resolves a site once, for a hot path. A site the plan does not name
@@ -241,8 +330,27 @@ impl FaultSite {
     #[inline]
     pub fn inject(&self) -> bool {
         match (self.index, &self.injector.shared) {
-            (Some(index), Some(shared)) => shared.roll(index, self.injector.sched.as_deref()),
+            (Some(index), Some(shared)) => shared.roll(index, None, self.injector.sched.as_deref()),
             _ => false,
+        }
+    }
+
+    /// Rolls the site at `key`: see [`FaultInjector::inject_at`].
+    #[inline]
+    pub fn inject_at(&self, key: u64) -> bool {
+        match (self.index, &self.injector.shared) {
+            (Some(index), Some(shared)) => {
+                shared.roll(index, Some(key), self.injector.sched.as_deref())
+            }
+            _ => false,
+        }
+    }
+
+    /// The planned keys not fired yet: see [`FaultInjector::planned_left`].
+    pub fn planned_left(&self) -> Vec<u64> {
+        match (self.index, &self.injector.shared) {
+            (Some(index), Some(shared)) => shared.sites[index].planned_left(),
+            _ => Vec::new(),
         }
     }
 

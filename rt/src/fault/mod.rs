@@ -16,7 +16,11 @@
 //!   overtaken: delays reorder messages, which is their point). System
 //!   signals (links, exits, monitors) and replies are never faulted.
 //! - **Sites** are named points in later layers (a GPU kernel launch, a
-//!   network link) that ask [`FaultInjector::inject`] whether to fail now.
+//!   network link) that ask [`FaultInjector::inject`] whether to fail now,
+//!   by the site's probability; or [`FaultInjector::inject_at`] with a key
+//!   (a training step), which also fires once for each firing the plan
+//!   schedules at that key ([`FaultPlan::at`]: "crash the model at step
+//!   10"). Both count in the same per-site rolls and fires.
 //!
 //! # Determinism
 //!
@@ -69,6 +73,11 @@ pub const DELAY_MAX: Duration = Duration::from_secs(3600);
 /// The most named sites a plan may have: sites are looked up by a linear
 /// scan in [`FaultInjector::inject`], which stays cheap up to this many.
 pub const SITES_MAX: usize = 64;
+
+/// The most planned firings ([`FaultPlan::at`]) one plan may hold: each is
+/// a sorted entry its site searches by key, and ten thousand is far more
+/// than any test or soak plans (a training run allows as many faults).
+pub const PLANNED_MAX: usize = 10_000;
 
 /// The longest site name, in bytes.
 pub const SITE_NAME_LEN_MAX: usize = 64;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{DELAY_MAX, ENV_VAR, SITE_NAME_LEN_MAX, SITES_MAX};
+use super::{DELAY_MAX, ENV_VAR, PLANNED_MAX, SITE_NAME_LEN_MAX, SITES_MAX};
 
 /// How far a delayed message is pushed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,9 @@ pub struct FaultPlan {
     delay_distribution: DelayDistribution,
     /// Named sites and their probabilities, in the order they were given.
     sites: Vec<(String, f64)>,
+    /// Planned firings: per site (in the order first given), the keys it
+    /// fires at once each, in the order given ([`at`](Self::at)).
+    planned: Vec<(String, Vec<u64>)>,
 }
 
 impl FaultPlan {
@@ -171,6 +174,21 @@ impl FaultPlan {
         self
     }
 
+    /// Plans the named site to fire once when it is rolled with `key`
+    /// ([`FaultSite::inject_at`](super::FaultSite::inject_at)): a
+    /// deterministic firing ("fail at step 10") beside the site's
+    /// probability, counted in the same rolls and fires. Planning the same
+    /// key again makes it fire once more (at the next roll with that key).
+    /// At most [`PLANNED_MAX`] planned firings in all.
+    pub fn at(mut self, name: impl Into<String>, key: u64) -> Self {
+        let name = name.into();
+        match self.planned.iter_mut().find(|(site, _)| *site == name) {
+            Some((_, keys)) => keys.push(key),
+            None => self.planned.push((name, vec![key])),
+        }
+        self
+    }
+
     /// The seed, if one was chosen.
     pub fn chosen_seed(&self) -> Option<u64> {
         self.seed
@@ -201,23 +219,41 @@ impl FaultPlan {
         self.sites.iter().map(|(name, p)| (name.as_str(), *p))
     }
 
+    /// The planned firings ([`at`](Self::at)): each site with its keys, in
+    /// the order given.
+    pub fn planned(&self) -> impl Iterator<Item = (&str, &[u64])> {
+        self.planned.iter().map(|(name, keys)| (name.as_str(), keys.as_slice()))
+    }
+
+    /// How many distinct sites the plan names, by probability or by plan.
+    pub fn site_count(&self) -> usize {
+        let extra = self
+            .planned
+            .iter()
+            .filter(|(name, _)| !self.sites.iter().any(|(site, _)| site == name));
+        self.sites.len() + extra.count()
+    }
+
     /// Whether the plan faults user messages (a crash, drop or delay
     /// probability above zero).
     pub fn faults_messages(&self) -> bool {
         self.crash > 0.0 || self.drop > 0.0 || self.delay > 0.0
     }
 
-    /// Whether the plan injects anything at all: message faults, or a site
-    /// with a probability above zero.
+    /// Whether the plan injects anything at all: message faults, a site
+    /// with a probability above zero, or a planned firing.
     pub fn is_active(&self) -> bool {
-        self.faults_messages() || self.sites.iter().any(|&(_, p)| p > 0.0)
+        self.faults_messages()
+            || self.sites.iter().any(|&(_, p)| p > 0.0)
+            || !self.planned.is_empty()
     }
 
     /// Checks the plan: every probability a finite number in `[0, 1]`,
     /// crash + drop + delay at most 1 (a message gets at most one fault), a
     /// delay distribution with `min <= max` and nothing beyond
     /// [`DELAY_MAX`], site names of 1 to [`SITE_NAME_LEN_MAX`] characters
-    /// from `A-Z a-z 0-9 _ . -`, at most [`SITES_MAX`] sites.
+    /// from `A-Z a-z 0-9 _ . -`, at most [`SITES_MAX`] sites (by
+    /// probability or plan), at most [`PLANNED_MAX`] planned firings.
     pub fn validate(&self) -> Result<(), FaultPlanError> {
         probability("crash", self.crash)?;
         probability("drop", self.drop)?;
@@ -229,12 +265,19 @@ impl FaultPlan {
             return Err(FaultPlanError::ProbabilitySum { sum });
         }
         self.delay_distribution.validate()?;
-        if self.sites.len() > SITES_MAX {
-            return Err(FaultPlanError::TooManySites { count: self.sites.len(), max: SITES_MAX });
+        if self.site_count() > SITES_MAX {
+            return Err(FaultPlanError::TooManySites { count: self.site_count(), max: SITES_MAX });
         }
         for (name, p) in &self.sites {
             site_name(name)?;
             probability(&format!("site.{name}"), *p)?;
+        }
+        let planned: usize = self.planned.iter().map(|(_, keys)| keys.len()).sum();
+        if planned > PLANNED_MAX {
+            return Err(FaultPlanError::TooManyPlanned { count: planned, max: PLANNED_MAX });
+        }
+        for (name, _) in &self.planned {
+            site_name(name)?;
         }
         Ok(())
     }
@@ -249,6 +292,7 @@ impl FaultPlan {
     /// | `delay`      | probability `:` delays | `delay=0.01:1ms..5ms`     |
     /// | `seed`       | u64, decimal or `0x`   | `seed=42`                 |
     /// | `site.NAME`  | probability            | `site.gpu.launch=0.05`    |
+    /// | `at.NAME`    | keys, `/`-separated    | `at.train.model=10/25`    |
     ///
     /// A probability is a decimal number in `[0, 1]`. The delays are one
     /// duration (fixed), `MIN..MAX` (uniform, both included) or `exp(MEAN)`
@@ -272,10 +316,10 @@ impl FaultPlan {
             }
             plan = plan.parse_entry(key, value)?;
             // Refused at the first site too many, so a hostile text costs
-            // at most SITES_MAX + 4 entries of work, not one per comma.
-            if plan.sites.len() > SITES_MAX {
+            // at most 2 * SITES_MAX + 4 entries of work, not one per comma.
+            if plan.site_count() > SITES_MAX {
                 return Err(FaultPlanError::TooManySites {
-                    count: plan.sites.len(),
+                    count: plan.site_count(),
                     max: SITES_MAX,
                 });
             }
@@ -298,12 +342,19 @@ impl FaultPlan {
             "seed" => self.seed(parse_seed(value).ok_or_else(|| {
                 bad_value(key, value, "a seed: an unsigned 64-bit integer, decimal or 0x-hex")
             })?),
-            _ => match key.strip_prefix("site.") {
-                Some(name) => {
+            _ => match (key.strip_prefix("site."), key.strip_prefix("at.")) {
+                (Some(name), _) => {
                     site_name(name)?;
                     self.site(name, parse_probability(key, value)?)
                 }
-                None => return Err(FaultPlanError::UnknownKey { key: key.to_string() }),
+                (None, Some(name)) => {
+                    site_name(name)?;
+                    let keys = parse_keys(value).ok_or_else(|| {
+                        bad_value(key, value, "keys: unsigned 64-bit integers separated by `/`")
+                    })?;
+                    keys.into_iter().fold(self, |plan, at| plan.at(name, at))
+                }
+                (None, None) => return Err(FaultPlanError::UnknownKey { key: key.to_string() }),
             },
         })
     }
@@ -354,6 +405,10 @@ impl fmt::Display for FaultPlan {
         for (name, p) in &self.sites {
             entry(f, format_args!("site.{name}={p}"))?;
         }
+        for (name, keys) in &self.planned {
+            let keys: Vec<String> = keys.iter().map(u64::to_string).collect();
+            entry(f, format_args!("at.{name}={}", keys.join("/")))?;
+        }
         Ok(())
     }
 }
@@ -370,7 +425,7 @@ pub enum FaultPlanError {
         entry: String,
     },
     /// A key the grammar does not know.
-    #[error("unknown key `{key}`: the keys are crash, drop, delay, seed and site.NAME")]
+    #[error("unknown key `{key}`: the keys are crash, drop, delay, seed, site.NAME and at.NAME")]
     UnknownKey {
         /// The key as written.
         key: String,
@@ -441,6 +496,14 @@ pub enum FaultPlanError {
         /// [`SITES_MAX`].
         max: usize,
     },
+    /// More planned firings than [`PLANNED_MAX`].
+    #[error("the plan has {count} planned firings; at most {max} are allowed")]
+    TooManyPlanned {
+        /// How many were given.
+        count: usize,
+        /// [`PLANNED_MAX`].
+        max: usize,
+    },
     /// The environment variable is not valid UTF-8.
     #[error("the value is not valid UTF-8")]
     NotUnicode,
@@ -474,6 +537,12 @@ fn site_name(name: &str) -> Result<(), FaultPlanError> {
         return Err(FaultPlanError::SiteName { name: name.to_string() });
     }
     Ok(())
+}
+
+/// `/`-separated keys, at most [`PLANNED_MAX`] + 1 of them read (the plan
+/// refuses more, naming the limit).
+fn parse_keys(value: &str) -> Option<Vec<u64>> {
+    value.split('/').take(PLANNED_MAX + 1).map(|key| key.trim().parse().ok()).collect()
 }
 
 fn parse_seed(value: &str) -> Option<u64> {

@@ -101,3 +101,63 @@ fn display_round_trips_through_parse() {
         assert_eq!(FaultPlan::parse(&text), Ok(plan), "{text}");
     }
 }
+
+#[test]
+fn a_planned_firing_fires_once_at_its_key_and_is_counted() {
+    use super::{FaultInjector, FaultPlanError, PLANNED_MAX};
+    let plan = FaultPlan::new().seed(5).at("train.model", 10).at("train.model", 3);
+    let faults = FaultInjector::new(plan).unwrap();
+    let site = faults.site("train.model");
+    assert!(site.is_configured(), "a planned site is a site");
+    assert_eq!(site.planned_left(), vec![3, 10]);
+    assert!(!site.inject_at(2), "no firing planned at key 2, and no probability");
+    assert!(site.inject_at(3));
+    assert!(!site.inject_at(3), "each planned firing fires once");
+    assert!(!site.inject(), "a roll without a key never takes a planned firing");
+    assert!(faults.inject_at("train.model", 10));
+    assert_eq!((site.rolls(), site.fires()), (5, 2));
+    assert_eq!(site.planned_left(), Vec::<u64>::new());
+    assert!(!faults.inject_at("train.loader", 3), "a site not in the plan never fires");
+
+    // A key planned twice fires twice: once per roll with it.
+    let twice = FaultInjector::new(FaultPlan::new().seed(1).at("s", 4).at("s", 4)).unwrap();
+    assert_eq!(twice.planned_left("s"), vec![4, 4]);
+    assert!(twice.inject_at("s", 4) && twice.inject_at("s", 4) && !twice.inject_at("s", 4));
+
+    let many = (0..=PLANNED_MAX as u64).fold(FaultPlan::new(), |plan, key| plan.at("s", key));
+    assert_eq!(
+        many.validate(),
+        Err(FaultPlanError::TooManyPlanned { count: PLANNED_MAX + 1, max: PLANNED_MAX })
+    );
+}
+
+#[test]
+fn a_planned_firing_leaves_the_probability_stream_alone() {
+    use super::FaultInjector;
+    // The n-th roll of a site draws the same variate with or without a
+    // plan, so planning a firing moves no probabilistic fault.
+    let plain = FaultInjector::new(FaultPlan::new().seed(9).site("s", 0.5)).unwrap();
+    let planned = FaultInjector::new(FaultPlan::new().seed(9).site("s", 0.5).at("s", 7)).unwrap();
+    let rolls =
+        |faults: &FaultInjector| (0..64).map(|k| faults.inject_at("s", k)).collect::<Vec<_>>();
+    let (plain, planned) = (rolls(&plain), rolls(&planned));
+    for (key, (a, b)) in plain.iter().zip(&planned).enumerate() {
+        if key == 7 {
+            assert!(*b, "the planned firing");
+        } else {
+            assert_eq!(a, b, "roll {key}");
+        }
+    }
+}
+
+#[test]
+fn planned_firings_round_trip_through_the_grammar() {
+    let plan =
+        FaultPlan::new().seed(2).site("gpu.launch", 0.25).at("a", 1).at("b.c", 2).at("a", 30);
+    assert_eq!(plan.to_string(), "seed=2,site.gpu.launch=0.25,at.a=1/30,at.b.c=2");
+    assert_eq!(FaultPlan::parse(&plan.to_string()), Ok(plan));
+    assert!(FaultPlan::new().at("x", 0).is_active(), "a plan alone makes a plan active");
+    for bad in ["at.a=", "at.a=1/x", "at.a=-1", "at.=3", "at.a b=1"] {
+        assert!(FaultPlan::parse(bad).is_err(), "{bad}");
+    }
+}

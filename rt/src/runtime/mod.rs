@@ -751,6 +751,7 @@ fn assemble(
             sleeping: Default::default(),
             slots: scheduler::SlotTable::new(config.max_actors_per_shard)?,
             pools,
+            turn: Default::default(),
         });
         private.push((worker, parker));
     }

@@ -28,7 +28,7 @@
 //! shard count (384 MiB written at build for 16 shards).
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ use crate::sync::deque::Stealer;
 use crate::sync::mpmc::MpmcQueue;
 use crate::sync::mpsc::{Mailbox, MpscQueue};
 use crate::sync::park::Unparker;
+use crate::sync::run_state::CurrentTurn;
+use crate::sync::sleep::SleepFlag;
 
 /// One shard's slot table: which actors live in it, by slot.
 pub(crate) struct SlotTable {
@@ -92,13 +94,17 @@ pub(crate) struct ShardShared {
     pub(crate) injection_pinned: MpmcQueue<RunPtr>,
     pub(crate) stealer: Stealer<RunPtr>,
     pub(crate) unparker: Unparker,
-    /// True while the shard is parked or about to park.
-    pub(crate) sleeping: CachePadded<AtomicBool>,
+    /// Up while the shard is parked or about to park (`sync::sleep`).
+    pub(crate) sleeping: SleepFlag,
     pub(crate) slots: SlotTable,
     /// The shard's memory (zbmd-alloc): only its thread allocates from it;
     /// actor cells, mailboxes and message buffers made there come home to
     /// it from wherever they are freed.
     pub(crate) pools: ShardPools,
+    /// Which actor the shard is in a turn of, for `free_cell`'s wait
+    /// (`sync::run_state`, "After the token is given up"); written twice a
+    /// turn by the shard alone, so on a line of its own.
+    pub(crate) turn: CachePadded<CurrentTurn>,
 }
 
 /// The runtime's shared state.
@@ -364,13 +370,13 @@ impl Scheduler {
         }
     }
 
-    /// Wakes `shard` if it is parked. The fence pairs with the one in the
-    /// shard's park path: either the shard sees our push before it sleeps,
-    /// or we see its `sleeping` flag and unpark it.
+    /// Wakes `shard` if it is parked or about to park; call it after
+    /// pushing work for the shard. The waker's half of the sleep/wake
+    /// handshake (`sync::sleep`): either the shard sees our push before it
+    /// sleeps, or we see its flag and unpark it.
     pub(crate) fn wake(&self, shard: usize) {
-        fence(Ordering::SeqCst);
         let target = &self.shards[shard];
-        if target.sleeping.load(Ordering::SeqCst) {
+        if target.sleeping.needs_wake() {
             target.unparker.unpark();
         }
     }
@@ -394,17 +400,11 @@ impl Scheduler {
     }
 
     /// Waits until `pid` is dead or `timeout` passes; true if it died.
+    /// Sleeps on the actor's `progress` event, which its death notifies.
     pub(crate) fn wait_dead(pid: &Pid, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_micros(10);
-        while pid.is_alive() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
-        }
-        true
+        let header = pid.target.header();
+        let deadline = Instant::now().checked_add(timeout);
+        header.progress.wait_until(deadline, || header.is_dead().then_some(())).is_some()
     }
 }
 
@@ -450,17 +450,30 @@ fn new_cell<A: Actor>(
     Ok((RunPtr(ptr), Some(slot)))
 }
 
-/// Frees a dead actor's cell: back to its pool, or to the heap.
+/// The key of an actor in the shards' `CurrentTurn`s: its cell's address,
+/// unique among live actors and never zero.
+pub(crate) fn turn_key(ptr: RunPtr) -> usize {
+    ptr.0.cast::<()>().as_ptr() as usize
+}
+
+/// Frees a dead actor's cell: back to its pool, or to the heap. First waits
+/// until no shard is still in a turn of it: a turn end that gave the token
+/// up may still be reading the actor (`sync::run_state`, "After the token
+/// is given up").
 ///
 /// # Safety
 ///
 /// The actor is dead and `ptr` is the last pointer to its cell: no queue
 /// holds it and no sender will enqueue it again (senders enqueue only from
-/// IDLE).
+/// IDLE); the calling thread is in no turn of it.
 pub(crate) unsafe fn free_cell(ptr: RunPtr) {
     // SAFETY: the cell is alive until freed below, and we hold its last
     // pointer (function contract).
-    let slot = unsafe { ptr.0.as_ref().header().take_cell_slot() };
+    let header = unsafe { ptr.0.as_ref().header() };
+    let turns = header.sched.shards.iter().map(|shard| &*shard.turn);
+    CurrentTurn::wait_out(turns, turn_key(ptr));
+    // SAFETY: as above; no other thread reaches the cell any more.
+    let slot = unsafe { header.take_cell_slot() };
     match slot {
         // SAFETY: `ptr` and `slot` came from one `into_raw` in `new_cell`,
         // and `take_cell_slot` hands the slot out once.

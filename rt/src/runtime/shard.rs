@@ -257,7 +257,13 @@ impl Shard {
         // One clock read per turn: this turn starts when the last one (or
         // the round) ended.
         let started = self.clock;
+        // Published from before the turn touches the actor until after its
+        // last access: a shard that frees the actor waits for `leave`
+        // (`sync::run_state`, "After the token is given up"). Left before
+        // `free_cell` below, which waits for every shard.
+        self.ctx.sched.shards[self.ctx.index].turn.enter(super::scheduler::turn_key(ptr));
         let outcome = runnable.run(&mut self.ctx);
+        self.ctx.sched.shards[self.ctx.index].turn.leave();
         self.clock = Instant::now();
         let held = self.clock.duration_since(started);
         if held > self.ctx.sched.config.stall_limit {
@@ -269,7 +275,7 @@ impl Shard {
             TurnOutcome::Dead => {
                 // SAFETY: it is dead, so no queue holds it and no sender will
                 // enqueue it again (senders enqueue only from IDLE); we held
-                // the last pointer to it.
+                // the last pointer to it, and left its turn above.
                 unsafe { super::scheduler::free_cell(ptr) };
             }
         }
@@ -377,13 +383,12 @@ impl Shard {
     }
 
     /// Sleeps until woken or the next timer is due, without losing a
-    /// wake-up: announce `sleeping`, fence, look at every source once more,
-    /// and only then park (pairs with `Scheduler::wake`).
+    /// wake-up: announce, look at every source once more, and only then
+    /// park (the sleeper's half of `sync::sleep`; `Scheduler::wake` is the
+    /// waker's).
     fn park(&mut self) {
         let sched = self.ctx.sched.clone();
-        let me = &sched.shards[self.ctx.index];
-        me.sleeping.store(true, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        let announced = sched.shards[self.ctx.index].sleeping.announce();
         let pending = self.take_incoming()
             || self.poll_io()
             || !sched.overflow.is_empty()
@@ -395,7 +400,7 @@ impl Shard {
                 self.parker.park_timeout(timeout);
             }
         }
-        me.sleeping.store(false, Ordering::SeqCst);
+        drop(announced);
     }
 
     /// How long a park may last: until the next timer or I/O deadline,

@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::child::{ChildRef, ChildSpec, DynamicChild};
+use super::child::{ChildSpec, DynamicChild};
+use super::child_ref::ChildRef;
 use super::server::SupervisorMsg;
 use super::{ChildKind, Restart, SupervisorError};
 use crate::actor::{Actor, ActorId, ActorRef, Pid};

@@ -61,13 +61,17 @@
 //! restart) hands the message back in [`SendError::NoProc`](crate::SendError::NoProc),
 //! where [`ChildRef::send_timeout`] waits for the next incarnation.
 
+mod binding;
 mod child;
+mod child_ref;
 mod client;
 mod server;
 
 use std::time::Duration;
 
-pub use child::{ChildRef, ChildSpec};
+pub use binding::{Incarnation, RestartWaitError};
+pub use child::ChildSpec;
+pub use child_ref::ChildRef;
 pub use client::{ChildCounts, ChildInfo, ChildKey, SupervisorRef, SupervisorRequest};
 pub use server::{MAX_DEFERRED_REQUESTS, Supervisor, SupervisorMsg};
 

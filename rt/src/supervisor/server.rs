@@ -13,7 +13,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::child::{AnyChild, ChildRef};
+use super::child::AnyChild;
+use super::child_ref::ChildRef;
 use super::client::{ChildCounts, ChildInfo, ChildKey, NewKind, SupervisorRef, SupervisorRequest};
 use super::{
     ChildKind, ChildPlacement, DEFAULT_START_TIMEOUT, Restart, Shutdown, Strategy, SupervisorError,

@@ -58,10 +58,13 @@
 //! # Memory ordering
 //!
 //! * **Publishing elements.** The owner writes a slot, then stores `bottom`
-//!   with Release. *Every* owner store to `bottom` is Release (the
-//!   decrement in `pop` and its restore too), so whichever value a thief's
+//!   with Release. Every owner store to `bottom` that a thief may act on is
+//!   Release (the decrement in `pop` too), so whichever such value a thief's
 //!   Acquire load of `bottom` returns, the slot writes of the positions below
-//!   it happen-before the thief's reads of them.
+//!   it happen-before the thief's reads of them. The one exception is the
+//!   restore after `pop`'s last-element race, which is Relaxed as in Lê et
+//!   al.: it runs when `real == bottom`, so a thief that reads it finds the
+//!   deque empty, or fails its CAS against the `top` that race changed.
 //! * **Returning slots.** A thief finishes a claim with a Release CAS that
 //!   moves `steal` to `real`, after its last read of a claimed slot. The
 //!   owner loads `top` with Acquire before its capacity test; every later
@@ -84,7 +87,15 @@
 //!   owner's fence, its `bottom` store could still sit in its store buffer
 //!   when it loads `top` (store-to-load reordering, which even x86 allows),
 //!   and both sides would take the same element. All CASes on `top` are
-//!   SeqCst, as in Lê et al.
+//!   SeqCst, as in Lê et al., and a thief's first load of `top` is Acquire
+//!   as there: their proof of the last-element race places these in the
+//!   SeqCst order. loom models a SeqCst read-modify-write as AcqRel and
+//!   takes the fence argument from the fences alone, so no model can tell
+//!   these from weaker ones (a mutation check weakening each to Relaxed
+//!   passes every model); they are kept on the published proof, not on a
+//!   model.
+//! * **Snapshots.** `len` on either end reads no slot, so its loads are
+//!   Relaxed.
 //!
 //! # Limits and progress
 //!
@@ -393,8 +404,8 @@ impl<T> Worker<T> {
             return None;
         }
         let index = bottom.wrapping_sub(1);
-        // Release, like every `bottom` store: a thief that reads this value
-        // must see the slot writes below it.
+        // Release, like every `bottom` store a thief may act on: a thief
+        // that reads this value must see the slot writes below it.
         inner.bottom.store(index, Ordering::Release);
         // Orders the store above before the load below (module docs).
         fence(Ordering::SeqCst);
@@ -407,8 +418,12 @@ impl<T> Worker<T> {
             return Some(unsafe { inner.take(index) });
         }
         let won = remaining == 0 && self.win_last(top, index);
-        // Whoever took it, `real == bottom` now: the deque is empty.
-        inner.bottom.store(bottom, Ordering::Release);
+        // Whoever took it, `real == bottom` now: the deque is empty. Relaxed
+        // (as in Lê et al.): this store publishes no slot. A thief that reads
+        // it either read `top` after the race and finds the deque empty, or
+        // read it before and its CAS fails on the `top` the race moved; the
+        // next push publishes its slot with its own Release store.
+        inner.bottom.store(bottom, Ordering::Relaxed);
         // SAFETY: our CAS moved `real` past `index`, so no thief claimed it,
         // and only the owner writes slots.
         won.then(|| unsafe { inner.take(index) })
@@ -440,7 +455,8 @@ impl<T> Worker<T> {
     /// and pops, a snapshot of the thieves' progress.
     pub fn len(&self) -> usize {
         let bottom = self.inner.bottom.load(Ordering::Relaxed);
-        let (_, real) = unpack(self.inner.top.load(Ordering::Acquire));
+        // Relaxed: a snapshot that reads no slot.
+        let (_, real) = unpack(self.inner.top.load(Ordering::Relaxed));
         distance(real, bottom).max(0) as usize
     }
 
@@ -550,8 +566,10 @@ impl<T> Stealer<T> {
     /// How many elements the deque held at the moment of the call (a
     /// snapshot: both ends may be moving).
     pub fn len(&self) -> usize {
-        let (_, real) = unpack(self.inner.top.load(Ordering::Acquire));
-        let bottom = self.inner.bottom.load(Ordering::Acquire);
+        // Relaxed: a snapshot that reads no slot (the clamps keep it in
+        // `0..=capacity` whatever order the loads see).
+        let (_, real) = unpack(self.inner.top.load(Ordering::Relaxed));
+        let bottom = self.inner.bottom.load(Ordering::Relaxed);
         (distance(real, bottom).max(0) as usize).min(self.inner.capacity as usize)
     }
 

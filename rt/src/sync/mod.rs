@@ -8,8 +8,13 @@
 //! | [`mpmc`] | many producers, many consumers | Vyukov's bounded MPMC queue | global overflow, blocking hand-off |
 //! | [`deque`] | one owner, many thieves | Chase–Lev, bounded, with a steal claim | runnable actors, work stealing |
 //! | [`park`] | one sleeper, many wakers | futex (Linux) state machine | idle shards |
+//! | [`event`] | many sleepers, many notifiers | Vyukov's eventcount on a futex | every blocking wait for a condition: room in a mailbox, an actor's death |
 //! | [`oneshot`] | one value, sender to a `Future` | tokio's oneshot state word: value, waker, closed flags | replies awaited by async callers |
 //! | [`run_state`] | many notifiers, one runner | state machine with a SeqCst (Dekker) wake-up handshake against the mailbox | scheduling an actor |
+//! | [`sleep`] | one sleeper, many wakers | flag and SeqCst fences (Dekker) against the sleeper's queues | parking an idle shard |
+//!
+//! `park` and `event` sleep on the one futex wrapper of the crate
+//! (`futex.rs`); nothing in zbmd waits by sleeping a fixed time or polling.
 //!
 //! Every queue is bounded, with its capacity fixed at construction
 //! ([`CapacityError`] for a bad one), allocates nothing after construction,
@@ -21,11 +26,14 @@ mod facade;
 
 pub mod deque;
 mod error;
+pub mod event;
+mod futex;
 pub mod mpmc;
 pub mod mpsc;
 pub mod oneshot;
 pub mod park;
 pub mod run_state;
+pub mod sleep;
 pub mod spsc;
 
 pub use error::{BlockError, CAPACITY_MAX, CapacityError, Full};

@@ -75,7 +75,8 @@
 //!   `head` value was written by a pop that had seen (`Acquire`) the stamp
 //!   of a push, whose `tail` CAS came before its stamp store; so the later
 //!   `tail` load sees at least as far, and a snapshot never has `head`
-//!   past `tail`.
+//!   past `tail`. No model checks this snapshot (weakening either load to
+//!   Relaxed passes every model); it rests on this argument.
 //!
 //! The queue is linearizable and FIFO: elements leave in the order their
 //! pushes claimed positions, so the elements one producer pushes leave in
@@ -370,7 +371,11 @@ impl<T> Ring<T> {
     /// Consumer side: whether a push has claimed a position not yet popped
     /// (written or still being written), from a sequentially consistent
     /// read of `tail`. One half of an actor's wake-up handshake
-    /// (`sync::run_state`); `head` is the caller's own.
+    /// (`sync::run_state`); `head` is the caller's own. loom models a SeqCst
+    /// load as Acquire (the loom build adds a fence in `run_state`), so no
+    /// model tells this SeqCst, or the SeqCst of the push's `tail` CAS it
+    /// pairs with, from weaker orderings: they rest on `run_state`'s
+    /// argument.
     pub(super) fn has_claims(&self) -> bool {
         let tail = self.tail.load(Ordering::SeqCst);
         self.head.load(Ordering::Relaxed) != tail

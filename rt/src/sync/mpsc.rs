@@ -66,6 +66,8 @@
 //! * The consumer stores `head` with `Release` after its `Acquire` load of a
 //!   stamp whose push had already moved `tail`; so a `len` snapshot that
 //!   loads `head` (`Acquire`) and then `tail` never sees `head` past `tail`.
+//!   No model checks this snapshot (weakening the `head` store to Relaxed
+//!   passes every model); it rests on this argument.
 
 use std::cell::Cell;
 use std::fmt;
@@ -315,6 +317,11 @@ impl<S, U> Mailbox<S, U> {
     /// when no send or receive is in flight.
     pub fn len(&self) -> (usize, usize) {
         (self.system.len(), self.user.len())
+    }
+
+    /// How many (system, user) elements the lanes hold when full.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.system.capacity(), self.user.capacity())
     }
 
     /// Whether both lanes looked empty.

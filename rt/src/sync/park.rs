@@ -75,17 +75,10 @@
 //!
 //! # Under loom
 //!
-//! Built with `--cfg zbmd_loom`, the futex is emulated with the facade's
-//! loom `Mutex` and `Condvar`: the wait locks the mutex, compares the word
-//! with the expected value, and if equal sleeps on the condvar, which
-//! releases the mutex atomically; the wake locks the mutex and notifies. An
-//! unparker changes the word before it locks the mutex to wake, so either
-//! the waiter's check (under the mutex) sees the new word, or the waiter is
-//! already on the condvar when the notification comes: the same
-//! check-and-sleep atomicity the kernel gives with its hash-bucket lock, so
-//! the models check the exact protocol above. Time is not modelled: a timed
-//! wait returns at once after a yield, i.e. its timeout "elapses"
-//! immediately, a spurious return the protocol must (and does) tolerate.
+//! The futex is emulated with loom's mutex and condvar, with the same
+//! check-and-sleep atomicity as the kernel's; a timed park's timeout
+//! "elapses" at once (see `sync/futex.rs`), so the models check the
+//! exact protocol above.
 
 use std::cell::Cell;
 use std::fmt;
@@ -93,6 +86,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use super::facade::{Arc, AtomicU32, Ordering};
+use super::futex::{Deadline, Futex};
 
 /// No token and nobody asleep.
 const EMPTY: u32 = 0;
@@ -222,7 +216,7 @@ impl Unparker {
     pub fn unpark(&self) {
         let inner = &*self.inner;
         if inner.state.swap(NOTIFIED, Ordering::Release) == PARKED {
-            inner.futex.wake(&inner.state);
+            inner.futex.wake_one(&inner.state);
         }
     }
 }
@@ -236,149 +230,6 @@ impl fmt::Debug for Parker {
 impl fmt::Debug for Unparker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("park::Unparker").finish_non_exhaustive()
-    }
-}
-
-/// When a timed park gives up.
-#[cfg(not(zbmd_loom))]
-struct Deadline(Option<std::time::Instant>);
-
-#[cfg(not(zbmd_loom))]
-impl Deadline {
-    fn after(timeout: Duration) -> Self {
-        // A timeout beyond what `Instant` can represent means "no deadline".
-        Self(std::time::Instant::now().checked_add(timeout))
-    }
-
-    /// `None` once the deadline has passed; otherwise what is left to wait
-    /// (itself `None` for a wait without a deadline).
-    fn remaining(&self) -> Option<Option<Duration>> {
-        match self.0 {
-            None => Some(None),
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                (!left.is_zero()).then_some(Some(left))
-            }
-        }
-    }
-}
-
-/// Under loom time does not pass: the first wait is allowed (it returns at
-/// once, see the module docs) and then the deadline has passed.
-#[cfg(zbmd_loom)]
-struct Deadline(Cell<bool>);
-
-#[cfg(zbmd_loom)]
-impl Deadline {
-    fn after(_timeout: Duration) -> Self {
-        Self(Cell::new(true))
-    }
-
-    fn remaining(&self) -> Option<Option<Duration>> {
-        self.0.replace(false).then_some(Some(Duration::ZERO))
-    }
-}
-
-#[cfg(all(not(zbmd_loom), not(any(target_os = "linux", target_os = "android"))))]
-compile_error!("zbmd_rt::sync::park sleeps on the Linux futex system call");
-
-/// The futex system call on the state word.
-#[cfg(not(zbmd_loom))]
-struct Futex;
-
-#[cfg(not(zbmd_loom))]
-impl Futex {
-    fn new() -> Self {
-        Self
-    }
-
-    /// Sleeps while `*word == expected`, for at most `timeout`. Returns on a
-    /// wake, a changed word, a signal, the timeout, or spuriously; callers
-    /// re-check the word.
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        let timespec = timeout.map(|timeout| libc::timespec {
-            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            // Below 10^9, so it fits every platform's `c_long`.
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        });
-        let timespec_ptr = timespec.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
-        // SAFETY: 1. `word.as_ptr()` points to a live, aligned `u32` for the
-        // whole call (we hold a reference to it); the kernel only reads it.
-        // 2. `timespec_ptr` is null or points to `timespec`, which outlives
-        // the call; FUTEX_WAIT reads it as a relative timeout. 3. The last
-        // two arguments are unused by FUTEX_WAIT and passed as null and 0.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                expected,
-                timespec_ptr,
-                std::ptr::null::<u32>(),
-                0u32,
-            )
-        };
-        if result != 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error();
-            debug_assert!(
-                matches!(errno, Some(libc::EAGAIN | libc::EINTR | libc::ETIMEDOUT)),
-                "futex wait failed: {errno:?}"
-            );
-        }
-    }
-
-    /// Wakes the one thread that may sleep on `word`.
-    fn wake(&self, word: &AtomicU32) {
-        // SAFETY: `word.as_ptr()` points to a live, aligned `u32`; FUTEX_WAKE
-        // only uses the address to find sleepers and never dereferences
-        // anything else.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1i32,
-            )
-        };
-        debug_assert!(result >= 0, "futex wake failed: {}", std::io::Error::last_os_error());
-    }
-}
-
-/// The futex emulated with loom's mutex and condvar (see the module docs).
-#[cfg(zbmd_loom)]
-struct Futex {
-    lock: super::facade::Mutex<()>,
-    sleepers: super::facade::Condvar,
-}
-
-#[cfg(zbmd_loom)]
-impl Futex {
-    fn new() -> Self {
-        Self { lock: super::facade::Mutex::new(()), sleepers: super::facade::Condvar::new() }
-    }
-
-    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        let guard = match self.lock.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if word.load(Ordering::Relaxed) != expected {
-            return;
-        }
-        if timeout.is_some() {
-            drop(guard);
-            super::facade::spin_hint();
-            return;
-        }
-        drop(self.sleepers.wait(guard));
-    }
-
-    fn wake(&self, _word: &AtomicU32) {
-        let _guard = match self.lock.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        self.sleepers.notify_one();
     }
 }
 

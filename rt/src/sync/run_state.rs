@@ -50,8 +50,66 @@
 //! between its write and its read (the same handshake, in fences), and
 //! `loom_tests/tests/run_state.rs` checks it, and that the acquire-load
 //! design loses a message.
+//!
+//! What the models cannot check, argued here instead. A mutation check that
+//! weakens one ordering at a time to Relaxed is caught for the loom-only
+//! fence and for the RUNNING → IDLE exchange, whose release hands the turn's
+//! writes to the next token holder
+//! (`the_token_orders_turns_on_different_threads`); every other ordering of
+//! this file passes every model weakened:
+//!
+//! * the SeqCst accesses carry the shipped handshake, which loom does not
+//!   model (above);
+//! * `notify`'s load and its exchange both acquire: in the models the
+//!   exchange reads the very IDLE the load read, so either one suffices; the
+//!   exchange's own Acquire is for when it reads a later IDLE (the actor ran
+//!   again in between), which the bounded models do not reach;
+//! * the other exchanges that give the token up (NOTIFIED → SCHEDULED,
+//!   `more_work`, → DEAD) release, and those that take it or look at it
+//!   (`begin_turn`, IDLE → SCHEDULED after the re-check, a `notify` that
+//!   reads DEAD and drains the mailbox, `is_dead`) acquire, so that the
+//!   state word alone orders consecutive holders and a death after the
+//!   actor's last turn. The models reach these only with the next holder
+//!   on the same thread or behind a mutex, and in the runtime the token also
+//!   travels through a run queue whose own Release/Acquire pair orders the
+//!   turns; they stand on the hand-off argument, not on a model.
+//!
+//! # After the token is given up
+//!
+//! The idle path of [`end_turn`](RunState::end_turn) reads the actor after
+//! its exchange to IDLE has given the token up: `has_claims` reads the
+//! mailbox, and the exchange back to SCHEDULED writes the state word. In
+//! that window a sender can take the token, and another shard can run the
+//! actor, see it die and free its cell, and with the cell the last `Arc`
+//! of the mailbox and the state word. So each shard publishes which actor
+//! it is in a turn of, in its [`CurrentTurn`], from before `begin_turn`
+//! until after `end_turn` has returned, and the shard that frees a dead
+//! actor first waits until no other shard is in a turn of it
+//! ([`CurrentTurn::wait_out`]). The window is a few instructions with no
+//! wait in them, so the wait is nothing unless that shard was preempted
+//! inside it.
+//!
+//! Why the freeing shard cannot miss a turn end still in the window: the
+//! ender's `enter` is sequenced before its exchange to IDLE, which
+//! releases; the sender's exchange that takes the token acquires it, and
+//! every later holder of the token got it through acquiring exchanges and
+//! run queues, so `enter` happens before the freeing shard's look, which
+//! therefore reads the ender's `enter` or a later store of that shard.
+//! Every store to a `CurrentTurn` releases and each is sequenced after the
+//! `leave` of the previous turn, so a look that reads anything but this
+//! actor's key orders all of the ender's reads of the actor before the
+//! free. A flag in the actor instead of one per shard would not do: two
+//! turn ends of one actor can be in the window at once (the first shard
+//! preempted while another runs and idles the actor), and the second's
+//! clear would hide the first. One word per shard costs two plain stores
+//! per turn to a line only that shard writes, and a look at every shard's
+//! word per death. `loom_tests/tests/run_state.rs` checks the wait, and
+//! that without it a turn end reads a freed actor; the model also fails
+//! with `leave` or the wait's look weakened to Relaxed. `enter`'s Release
+//! matters only when the ender's shard has moved on to another actor's
+//! turn, which the model does not reach: it stands on the argument above.
 
-use super::facade::{AtomicU32, Ordering};
+use super::facade::{AtomicU32, AtomicUsize, Ordering, spin_hint};
 
 /// The handshake's order point between a side's write and its read. The
 /// shipped build needs none (both accesses are SeqCst); the loom build,
@@ -124,7 +182,9 @@ impl RunState {
             self.0.swap(SCHEDULED, Ordering::AcqRel);
             return true;
         }
-        match self.0.compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::Acquire) {
+        // Relaxed on failure: the value read is NOTIFIED, and the swap that
+        // follows is the access that acquires.
+        match self.0.compare_exchange(RUNNING, IDLE, Ordering::SeqCst, Ordering::Relaxed) {
             Ok(_) => {
                 handshake_fence();
                 // A sender whose claim we see may have read RUNNING or
@@ -162,5 +222,106 @@ impl RunState {
 impl Default for RunState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Which actor a shard is in a turn of, if any (see the module's doc, "After
+/// the token is given up"): written only by its shard, read by the shard
+/// that frees a dead actor.
+#[derive(Debug)]
+pub struct CurrentTurn(AtomicUsize);
+
+/// No turn: the value of a [`CurrentTurn`] between turns.
+const NO_TURN: usize = 0;
+
+/// Spins of [`CurrentTurn::wait_out`] before it yields the CPU instead: the
+/// window it waits out is a few dozen instructions, so a wait that outlasts
+/// 64 spins (about a microsecond) is a preempted turn end, which needs a
+/// CPU (on a small VM, maybe this one) to finish.
+const SPINS_BEFORE_YIELD: u32 = 64;
+
+impl CurrentTurn {
+    /// A shard in no turn.
+    pub fn new() -> Self {
+        CurrentTurn(AtomicUsize::new(NO_TURN))
+    }
+
+    /// Before the shard first touches `actor` in a turn: from here until
+    /// [`leave`](Self::leave), a free of `actor` waits. `actor` is a key
+    /// unique among live actors and not zero (the runtime uses the cell's
+    /// address).
+    #[inline]
+    pub fn enter(&self, actor: usize) {
+        debug_assert_ne!(actor, NO_TURN, "an actor key of zero");
+        // Release, like `leave`: a look that reads this store is ordered
+        // after the previous turn (see the module's doc).
+        self.0.store(actor, Ordering::Release);
+    }
+
+    /// After the shard's last access to the actor of the turn.
+    #[inline]
+    pub fn leave(&self) {
+        self.0.store(NO_TURN, Ordering::Release);
+    }
+
+    /// Waits until none of `turns` is in a turn of `actor`; then every
+    /// access a turn end made to it happens before the return. Called by
+    /// the holder of a dead actor's last token, before it frees the actor,
+    /// after its own shard has left the actor's turn. The wait has no bound
+    /// of its own: it lasts as long as another shard needs to run the few
+    /// instructions of a turn end, none of which waits.
+    pub fn wait_out<'a>(turns: impl IntoIterator<Item = &'a CurrentTurn>, actor: usize) {
+        for turn in turns {
+            let mut spins = 0u32;
+            while turn.0.load(Ordering::Acquire) == actor {
+                if cfg!(zbmd_loom) || spins < SPINS_BEFORE_YIELD {
+                    spins = spins.saturating_add(1);
+                    spin_hint();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+impl Default for CurrentTurn {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(all(test, not(zbmd_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_free_waits_only_for_turns_of_its_actor() {
+        let turns = [CurrentTurn::new(), CurrentTurn::new(), CurrentTurn::new()];
+        turns[1].enter(7);
+        turns[2].enter(8);
+        // Neither shard is in a turn of actor 9: returns (a bug would hang).
+        CurrentTurn::wait_out(&turns, 9);
+        turns[1].leave();
+        turns[2].leave();
+        CurrentTurn::wait_out(&turns, 7);
+    }
+
+    #[test]
+    fn a_free_waits_until_the_turn_is_left() {
+        let turn = CurrentTurn::new();
+        let reading = AtomicBool::new(true);
+        turn.enter(7);
+        std::thread::scope(|scope| {
+            let freer = scope.spawn(|| {
+                CurrentTurn::wait_out([&turn], 7);
+                // The turn's last access happened before `leave`.
+                reading.load(Ordering::Relaxed)
+            });
+            reading.store(false, Ordering::Relaxed);
+            turn.leave();
+            assert!(!freer.join().unwrap(), "the wait returned while the turn was still reading");
+        });
     }
 }

@@ -181,7 +181,9 @@ impl<T> Producer<T> {
     /// How many elements the ring holds: exact for the producer's own
     /// pushes, a snapshot of the consumer's progress.
     pub fn len(&self) -> usize {
-        self.tail.wrapping_sub(self.ring.head.load(Ordering::Acquire))
+        // Relaxed: a snapshot that reads no slot (`push` makes its own
+        // Acquire load before it writes one).
+        self.tail.wrapping_sub(self.ring.head.load(Ordering::Relaxed))
     }
 
     /// Whether the ring looked empty at the moment of the call.
@@ -277,7 +279,9 @@ impl<T> Consumer<T> {
     /// How many elements the ring holds: a snapshot of the producer's
     /// progress, exact for the consumer's own pops.
     pub fn len(&self) -> usize {
-        self.ring.tail.load(Ordering::Acquire).wrapping_sub(self.head)
+        // Relaxed: a snapshot that reads no slot (`pop` makes its own
+        // Acquire load before it reads one).
+        self.ring.tail.load(Ordering::Relaxed).wrapping_sub(self.head)
     }
 
     /// Whether the ring looked empty at the moment of the call.

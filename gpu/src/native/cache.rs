@@ -1,12 +1,15 @@
-//! The size-class cache behind [`super::CudaDevice`]'s allocator.
+//! The size-class memory cache behind a [`NativeDevice`](super::NativeDevice)'s
+//! allocator (a cache of freed device memory, not a pool of workers: "pool"
+//! in this crate means the kernel-actor pool).
 //!
-//! A caching allocator in the manner of PyTorch's CUDA caching allocator,
-//! much simplified: a freed block is kept on its size class's free list and
-//! handed back to the next allocation of that class instead of going
-//! through `cuMemFree`/`cuMemAlloc` (each of which can synchronize the whole
+//! In the manner of PyTorch's CUDA caching allocator, much simplified: a
+//! freed block is kept on its size class's free list and handed back to the
+//! next allocation of that class instead of going through the driver's
+//! free and alloc (`cuMemFree`/`cuMemAlloc` can each synchronize the whole
 //! device). The cache holds at most `max_bytes`; beyond that a freed block
-//! goes back to the driver. The cache is plain data: the device decides
-//! what a block is and when it is safe to reuse.
+//! goes back to the driver, and a cache of 0 bytes holds nothing. The cache
+//! is plain data: the device decides what a block is and when it is safe to
+//! reuse.
 
 use std::collections::BTreeMap;
 
@@ -29,19 +32,33 @@ pub(crate) fn size_class(bytes: usize) -> Option<usize> {
     }
 }
 
+/// What a device's memory cache holds now
+/// ([`NativeDevice::cache_stats`](super::NativeDevice::cache_stats)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Buffers allocated and not yet freed.
+    pub live_buffers: usize,
+    /// Freed blocks held for reuse.
+    pub cached_blocks: usize,
+    /// Bytes those blocks hold (counted as free by `Device::memory`).
+    pub cached_bytes: usize,
+    /// The most bytes the cache holds (0: the backend caches nothing).
+    pub cache_bytes_max: usize,
+}
+
 /// Free blocks by size class, bounded in bytes.
 #[derive(Debug)]
-pub(crate) struct SizeClassCache<T> {
+pub(crate) struct MemoryCache<T> {
     lists: BTreeMap<usize, Vec<T>>,
     cached_bytes: usize,
     cached_blocks: usize,
     max_bytes: usize,
 }
 
-impl<T> SizeClassCache<T> {
+impl<T> MemoryCache<T> {
     /// An empty cache that holds at most `max_bytes`.
     pub(crate) fn new(max_bytes: usize) -> Self {
-        SizeClassCache { lists: BTreeMap::new(), cached_bytes: 0, cached_blocks: 0, max_bytes }
+        MemoryCache { lists: BTreeMap::new(), cached_bytes: 0, cached_blocks: 0, max_bytes }
     }
 
     /// Takes a cached block of exactly size class `class`, if there is one.
@@ -114,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_freed_block_is_reused_by_the_same_class_only() {
-        let mut cache = SizeClassCache::new(1 << 20);
+        let mut cache = MemoryCache::new(1 << 20);
         cache.put(1024, "a").unwrap();
         assert_eq!(cache.take(2048), None);
         assert_eq!(cache.cached_bytes(), 1024);
@@ -125,7 +142,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_sends_blocks_back_and_drain_empties() {
-        let mut cache = SizeClassCache::new(3000);
+        let mut cache = MemoryCache::new(3000);
         cache.put(1024, 1).unwrap();
         cache.put(1024, 2).unwrap();
         assert_eq!(cache.put(1024, 3), Err(3), "3072 bytes would pass the 3000 bound");
