@@ -83,18 +83,39 @@ impl Default for HealthPolicy {
 }
 
 impl HealthPolicy {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), HealthConfigError> {
         if self.degraded_after == 0 || self.critical_after < self.degraded_after {
-            return Err(format!(
-                "health policy needs 1 <= degraded_after ({}) <= critical_after ({})",
-                self.degraded_after, self.critical_after
-            ));
+            return Err(HealthConfigError::Thresholds {
+                degraded_after: self.degraded_after,
+                critical_after: self.critical_after,
+            });
         }
         if self.window.is_zero() || self.open_timeout.is_zero() {
-            return Err("health policy needs a non-zero window and open_timeout".into());
+            return Err(HealthConfigError::ZeroDuration);
         }
         Ok(())
     }
+}
+
+/// Why a [`HealthRegistry`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HealthConfigError {
+    /// The thresholds are out of order (or zero).
+    #[error(
+        "health policy needs 1 <= degraded_after ({degraded_after}) <= critical_after ({critical_after})"
+    )]
+    Thresholds {
+        /// The policy's `degraded_after`.
+        degraded_after: u32,
+        /// The policy's `critical_after`.
+        critical_after: u32,
+    },
+    /// The window or the breaker's open time is zero.
+    #[error("health policy needs a non-zero window and open_timeout")]
+    ZeroDuration,
+    /// No device to track.
+    #[error("a health registry needs at least one device")]
+    NoDevices,
 }
 
 /// One device as the supervisor tracks it.
@@ -262,10 +283,13 @@ pub struct HealthRegistry {
 impl HealthRegistry {
     /// Tracks `devices` under `policy`, in their order of preference
     /// (detection's order: accelerators first, the CPU last).
-    pub fn new(devices: Vec<Arc<dyn Device>>, policy: HealthPolicy) -> Result<Self, String> {
+    pub fn new(
+        devices: Vec<Arc<dyn Device>>,
+        policy: HealthPolicy,
+    ) -> Result<Self, HealthConfigError> {
         policy.validate()?;
         if devices.is_empty() {
-            return Err("a health registry needs at least one device".into());
+            return Err(HealthConfigError::NoDevices);
         }
         let devices =
             devices.into_iter().map(|device| Arc::new(DeviceHealth::new(device, policy))).collect();
@@ -467,6 +491,13 @@ mod tests {
         let policy =
             HealthPolicy { degraded_after: 3, critical_after: 2, ..HealthPolicy::default() };
         let devices: Vec<Arc<dyn Device>> = vec![Arc::new(CpuDevice::with_budget(1024))];
-        assert!(HealthRegistry::new(devices, policy).is_err());
+        let refused = HealthRegistry::new(devices.clone(), policy).err();
+        let thresholds = HealthConfigError::Thresholds { degraded_after: 3, critical_after: 2 };
+        assert_eq!(refused, Some(thresholds));
+        let no_window = HealthPolicy { window: Duration::ZERO, ..HealthPolicy::default() };
+        let refused = HealthRegistry::new(devices, no_window).err();
+        assert_eq!(refused, Some(HealthConfigError::ZeroDuration));
+        let refused = HealthRegistry::new(Vec::new(), HealthPolicy::default()).err();
+        assert_eq!(refused, Some(HealthConfigError::NoDevices));
     }
 }

@@ -53,7 +53,7 @@ pub use error::{ErrorClass, GpuError};
 pub use executor::Executor;
 pub use faulty::FaultyDevice;
 pub use handle::{Arg, Buffer, Event, Gemm, KernelHandle, LaunchConfig, Stream};
-pub use health::{Health, HealthPolicy, HealthRegistry};
+pub use health::{Health, HealthConfigError, HealthPolicy, HealthRegistry};
 pub use host::{HostKernelFn, HostLaunch};
 pub use info::{BackendKind, DeviceId, DeviceInfo, HealthReport, MemoryInfo};
 pub use job::{Job, JobError, Op};

@@ -31,7 +31,7 @@ use zbmd_rt::supervisor::{
 use zbmd_rt::{AskError, ExitReason, Runtime};
 
 use crate::device::Device;
-use crate::health::{HealthPolicy, HealthRegistry};
+use crate::health::{HealthConfigError, HealthPolicy, HealthRegistry};
 use crate::health_monitor::HealthMonitor;
 use crate::info::DeviceId;
 use crate::job::{Job, JobError};
@@ -112,8 +112,7 @@ impl GpuPoolBuilder {
                     .into(),
             ));
         }
-        let registry =
-            HealthRegistry::new(self.devices, self.policy).map_err(GpuPoolError::Config)?;
+        let registry = HealthRegistry::new(self.devices, self.policy)?;
         let shared = Arc::new(Shared::new(registry, actors));
         let specs: Vec<ChildSpec<KernelActor>> = (0..actors)
             .map(|slot| {
@@ -158,6 +157,9 @@ pub enum GpuPoolError {
     /// The configuration is inconsistent.
     #[error("GPU pool: {0}")]
     Config(String),
+    /// The devices or the health policy cannot make a registry.
+    #[error("GPU pool: {0}")]
+    Health(#[from] HealthConfigError),
     /// The supervisor or a kernel actor failed to start.
     #[error("GPU pool: {0}")]
     Start(SupervisorError),
@@ -353,10 +355,14 @@ impl fmt::Debug for GpuPool {
 /// the GPU supervisor; a top-level pool's never is, and the caller then
 /// hears `Timeout`, as it would from a call. Returns true early when
 /// `all_critical` says every device is, so that the caller answers that.
-// TODO(issue 14): rt wait. `ChildRef::wait_for_restart` answers `Retired` at
-// once while the child is retired, so across a parent's restart this backs
-// off (50 µs doubling to 5 ms) instead of sleeping on the binding; replace it
-// with a wait that ignores retirement (asked of rt: `ChildRef::wait_for_bind`).
+// Why this one wait backs off (50 µs doubling to 5 ms) instead of sleeping
+// on the binding: while the child is retired, `ChildRef::wait_for_restart`
+// answers `Retired` at once, and what ends this wait is either a bind (a
+// signal the binding has) or a change of device health (which has none:
+// the registry is written by kernel actors and health monitors, and nobody
+// waits on it). A binding-only wait would sit out the whole deadline when
+// every device goes critical during a parent's restart; a wake-up on
+// health changes is left for when the registry gets an event of its own.
 fn wait_for_rebind(
     kernel: &ChildRef<KernelMsg>,
     seen: Incarnation,

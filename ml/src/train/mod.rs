@@ -140,7 +140,8 @@ pub enum TrainError {
         /// Where they were to go.
         path: std::path::PathBuf,
         /// What went wrong.
-        error: String,
+        #[source]
+        error: Box<SaveParametersError>,
     },
 }
 
@@ -245,9 +246,11 @@ pub fn train(config: &TrainConfig, observer: &mut dyn Observer) -> Result<TrainR
     match &config.save_params {
         Some(path) => match save_parameters(config, &report, path) {
             Ok(()) => Ok(report),
-            Err(error) => {
-                Err(TrainError::SaveParams { report: Box::new(report), path: path.clone(), error })
-            }
+            Err(error) => Err(TrainError::SaveParams {
+                report: Box::new(report),
+                path: path.clone(),
+                error: Box::new(error),
+            }),
         },
         None => Ok(report),
     }
@@ -273,7 +276,8 @@ fn prepare(config: &TrainConfig, observer: &mut dyn Observer) -> Result<Prepared
     } else {
         (dataset.clone(), dataset)
     };
-    let model = actors::build_model(&config.model, config.seed).map_err(TrainError::Config)?;
+    let model = actors::build_model(&config.model, config.seed)
+        .map_err(|error| TrainError::Config(error.to_string()))?;
     let layout: Layout = model
         .parameters()
         .iter()
@@ -331,7 +335,7 @@ fn products(devices: &Devices) -> Result<(Option<ChildSpec<Supervisor>>, Product
         Ok((Some(spec), Products::Kernels { pool, matmul }))
     } else {
         let registry = HealthRegistry::new(devices.devices(), HealthPolicy::default())
-            .map_err(TrainError::Config)?;
+            .map_err(|error| TrainError::Config(error.to_string()))?;
         Ok((None, Products::Host { devices: Arc::new(registry) }))
     }
 }
@@ -342,15 +346,52 @@ pub fn save_parameters(
     config: &TrainConfig,
     report: &TrainReport,
     path: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), SaveParametersError> {
     let mut model = actors::build_model(&config.model, config.seed)?;
     for ((_, tensor), (_, shape, data)) in
         model.parameters_mut().into_iter().zip(&report.parameters)
     {
-        *tensor = crate::tensor::Tensor::from_vec(data.clone(), shape)
-            .map_err(|error| error.to_string())?;
+        *tensor = crate::tensor::Tensor::from_vec(data.clone(), shape)?;
     }
-    model.export_safetensors(path).map_err(|error| error.to_string())
+    Ok(model.export_safetensors(path)?)
+}
+
+/// Why the model a run names could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelSpecError {
+    /// An inline spec (`[64, 128, 10]`) is wrong.
+    #[error(transparent)]
+    Spec(crate::nn::ModelError),
+    /// The model file could not be read.
+    #[error("model file {path}: {source}")]
+    Read {
+        /// The file named.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The model file does not describe a model.
+    #[error("model file {path}: {source}")]
+    File {
+        /// The file named.
+        path: String,
+        /// Why.
+        source: crate::nn::ModelError,
+    },
+}
+
+/// Why [`save_parameters`] could not write the parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveParametersError {
+    /// The run's model could not be built again.
+    #[error(transparent)]
+    Model(#[from] ModelSpecError),
+    /// A parameter of the report does not fit its layer.
+    #[error(transparent)]
+    Shape(#[from] crate::tensor::TensorError),
+    /// The file could not be written.
+    #[error(transparent)]
+    Export(#[from] crate::nn::ModelError),
 }
 
 fn initial_checkpoint(model: &crate::nn::Sequential, seed: u64) -> Checkpoint {

@@ -44,6 +44,7 @@ use crate::data::Dataset;
 use crate::nn::Sequential;
 use crate::optim::{LrSchedule, OptimizerConfig};
 use crate::rng::Rng;
+use crate::train::ModelSpecError;
 use crate::train::config::{FaultSchedule, FaultTarget};
 
 /// The run's settings every actor reads and none changes: handed to each
@@ -164,14 +165,15 @@ impl Faults {
 
 /// Builds the model its spec names (`[64, 128, 10]`, or a TOML file's path),
 /// initialized from the seed.
-pub(crate) fn build_model(spec: &str, seed: u64) -> Result<Sequential, String> {
+pub(crate) fn build_model(spec: &str, seed: u64) -> Result<Sequential, ModelSpecError> {
     let mut rng = Rng::new(seed).fork("init");
-    let text = if spec.trim_start().starts_with('[') {
-        return Sequential::from_spec(spec, &mut rng).map_err(|error| error.to_string());
-    } else {
-        std::fs::read_to_string(spec).map_err(|error| format!("model file {spec}: {error}"))?
-    };
-    Sequential::from_toml(&text, &mut rng).map_err(|error| format!("model file {spec}: {error}"))
+    if spec.trim_start().starts_with('[') {
+        return Sequential::from_spec(spec, &mut rng).map_err(ModelSpecError::Spec);
+    }
+    let path = spec.to_owned();
+    let text = std::fs::read_to_string(spec)
+        .map_err(|source| ModelSpecError::Read { path: path.clone(), source })?;
+    Sequential::from_toml(&text, &mut rng).map_err(|source| ModelSpecError::File { path, source })
 }
 
 #[cfg(test)]
