@@ -12,10 +12,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CRATES=(zbmd-alloc zbmd-rt)
-target="${CARGO_TARGET_DIR:-$PWD/target}/package-check"
 copy="$(mktemp -d)"
-# The packages' builds are thrown away: nothing reuses them.
-trap 'rm -rf "$copy" "$target"' EXIT
+target="$copy/.package-target"
+# Verifying zbmd-rt, cargo unpacks the zbmd-alloc it just packaged into a
+# registry source directory named after the temporary registry's path, and
+# reuses whatever it finds there on a later run from the same path: a stale
+# zbmd-alloc from an older commit. The build lives in the fresh `$copy`, so
+# the path (and the directory) is new each run; remove what this run added.
+registry_src="${CARGO_HOME:-$HOME/.cargo}/registry/src"
+before="$(ls -1 "$registry_src" 2>/dev/null || true)"
+cleanup() {
+  rm -rf "$copy"
+  local dir
+  for dir in "$registry_src"/-*; do
+    [ -d "$dir" ] || continue
+    grep -qxF -- "$(basename "$dir")" <<<"$before" || rm -rf "$dir"
+  done
+}
+trap cleanup EXIT
 
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$copy"
 sed -i 's/^publish = false$/publish = true/' "$copy/Cargo.toml"
