@@ -131,6 +131,8 @@ fn a_notify_before_the_ticket_leaves_no_token() {
             thread::spawn(move || event.notify())
         };
         notifier.join().unwrap();
+        // A deadline already passed (under loom it passes after one look):
+        // the answer is the epoch's alone, not the clock's.
         assert!(!event.prepare().wait(Some(Instant::now())), "an old notify woke a new ticket");
     });
 }

@@ -10,11 +10,16 @@
 //! | [`park`] | one sleeper, many wakers | futex (Linux) state machine | idle shards |
 //! | [`event`] | many sleepers, many notifiers | Vyukov's eventcount on a futex | every blocking wait for a condition: room in a mailbox, an actor's death |
 //! | [`oneshot`] | one value, sender to a `Future` | tokio's oneshot state word: value, waker, closed flags | replies awaited by async callers |
-//! | [`run_state`] | many notifiers, one runner | state machine with a SeqCst (Dekker) wake-up handshake against the mailbox | scheduling an actor |
+//! | [`run_state`] | many notifiers, one runner | state machine with a SeqCst (Dekker) wake-up handshake against the mailbox; `CurrentTurn`, which holds a dead actor's free until every turn end that gave its token up is done | scheduling an actor, freeing it |
 //! | [`sleep`] | one sleeper, many wakers | flag and SeqCst fences (Dekker) against the sleeper's queues | parking an idle shard |
 //!
 //! `park` and `event` sleep on the one futex wrapper of the crate
-//! (`futex.rs`); nothing in zbmd waits by sleeping a fixed time or polling.
+//! (`futex.rs`). Three waits spin instead, each with its reason next to
+//! it: a free waiting out another shard's turn end (`run_state`), a dead
+//! actor's drain waiting for a claimed slot to be written (`actor/dead.rs`),
+//! both a few instructions of another thread; and zbmd-gpu's pool, whose
+//! wait for a restarted GPU supervisor also ends on a change of device
+//! health, which has no event to sleep on.
 //!
 //! Every queue is bounded, with its capacity fixed at construction
 //! ([`CapacityError`] for a bad one), allocates nothing after construction,
